@@ -8,7 +8,7 @@ SET max_parallel_workers_per_gather = 0;   -- one plan, one random() sequence
 DROP SCHEMA IF EXISTS shop CASCADE;
 CREATE SCHEMA shop;
 CREATE EXTENSION IF NOT EXISTS pg_xsell;
-SELECT setseed(0.20261203);
+SELECT setseed(0.20261203) \gset
 
 CREATE TABLE shop.categories (
   category_id int PRIMARY KEY,

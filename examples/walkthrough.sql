@@ -3,6 +3,7 @@
 \set ON_ERROR_STOP on
 \pset footer off
 SET client_min_messages = warning;
+\set QUIET on
 SELECT xsell.version();
 
 \echo

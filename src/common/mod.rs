@@ -88,7 +88,9 @@ pub unsafe fn take_state<T: Default>(state: &mut Internal) -> Option<T> {
 }
 
 mod array;
+mod json;
 pub use array::{F64Array, Row};
+pub use json::{LazyJsonb, Options};
 
 thread_local! {
     static POOL: RefCell<Option<(usize, Arc<rayon::ThreadPool>)>> = const { RefCell::new(None) };

@@ -1,7 +1,12 @@
 -- Feature standardization: xsell.scaler_fit, xsell.scale, xsell.unscale, type xsell.scaler.
 -- scikit-learn StandardScaler semantics: population standard deviation, constant features
 -- get scale 1, missing values ignored per feature.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_xsell;
+DROP SCHEMA IF EXISTS scaler_test CASCADE;
+CREATE SCHEMA scaler_test;
+SET search_path = scaler_test, public;
+RESET client_min_messages;
 SET extra_float_digits = 0;
 
 CREATE TABLE customer_features (customer_id int PRIMARY KEY, features float8[]);
@@ -91,3 +96,5 @@ SELECT k AS field,
 FROM unnest(ARRAY['mean', 'var', 'scale', 'count']) k, generate_series(0, 4) i
 GROUP BY k ORDER BY k;
 RESET ALL;
+SET client_min_messages = warning;
+DROP SCHEMA scaler_test CASCADE;
