@@ -23,6 +23,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 DEMO_PORT     ?= 5433
 DEMO_PGDATA   ?= /var/tmp/pg_xsell/demo
 DEMO_DB       ?= xsell_demo
+# Big enough that the benchmark tables stay in shared buffers (the peers read numpy arrays in RAM).
+DEMO_SHARED_BUFFERS ?= 1GB
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # The demo cluster belongs to a non-root user: `postgres` when run as root, else you.
@@ -83,7 +85,7 @@ demo-cluster: install
 	    $(AS_CLUSTER) $$($(PG_CONFIG) --bindir)/initdb -D $(DEMO_PGDATA) -U postgres --auth=trust -E UTF8 --locale=C >/dev/null; \
 	  fi; \
 	  $(AS_CLUSTER) $$($(PG_CONFIG) --bindir)/pg_ctl -D $(DEMO_PGDATA) -l $(DEMO_PGDATA)/server.log -w \
-	    -o "-p $(DEMO_PORT) -c listen_addresses=localhost -c unix_socket_directories=$(DEMO_PGDATA)" start >/dev/null; \
+	    -o "-p $(DEMO_PORT) -c listen_addresses=localhost -c unix_socket_directories=$(DEMO_PGDATA) -c shared_buffers=$(DEMO_SHARED_BUFFERS)" start >/dev/null; \
 	fi
 
 demo: demo-cluster

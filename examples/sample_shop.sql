@@ -129,7 +129,8 @@ SELECT DISTINCT ol.order_id, b.then_product, 1, p.price
 FROM shop.order_lines ol
 JOIN bundles b ON b.if_product = ol.product_id
 JOIN shop.products p ON p.product_id = b.then_product
-WHERE random() < b.p
+-- a pseudo-random draw per (order, bundle): random() here would be evaluated once per bundle
+WHERE (abs(hashint8(ol.order_id::bigint * 1000 + b.then_product)) % 100000) / 100000.0 < b.p
   AND NOT EXISTS (SELECT 1 FROM shop.order_lines x WHERE x.order_id = ol.order_id AND x.product_id = b.then_product);
 
 -- What customers typed into the search box, and what they wrote in reviews.

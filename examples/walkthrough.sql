@@ -53,3 +53,27 @@ SELECT c.customer_id, xsell.scale(c.features, m.scaler) AS z
 FROM shop.customer_features c, shop.models m WHERE m.name = 'customer_features';
 SELECT customer_id, (SELECT array_agg(round(v::numeric, 2)) FROM unnest(z[1:5]) v) AS z_first5
 FROM shop.customer_z ORDER BY customer_id LIMIT 3;
+
+\echo
+\echo '== 4. Cross-sell rules: which products are bought together, across categories?'
+DROP TABLE IF EXISTS shop.baskets;
+CREATE TABLE shop.baskets AS
+SELECT o.order_id, o.customer_id, array_agg(p.name ORDER BY p.name) AS items
+FROM shop.orders o JOIN shop.order_lines ol USING (order_id) JOIN shop.products p USING (product_id)
+GROUP BY o.order_id, o.customer_id;
+ALTER TABLE shop.models ADD COLUMN IF NOT EXISTS itemsets xsell.itemsets;
+INSERT INTO shop.models (name, itemsets)
+SELECT 'baskets', xsell.frequent_itemsets(items, 0.003) FROM shop.baskets;
+SELECT r.antecedent, r.consequent, round(r.confidence::numeric, 2) AS confidence,
+       round(r.lift::numeric, 1) AS lift, r.count AS baskets
+FROM shop.models m, xsell.rules(m.itemsets, min_confidence => 0.3, min_lift => 2) r
+WHERE m.name = 'baskets' AND cardinality(r.antecedent) = 1 AND cardinality(r.consequent) = 1
+  AND (SELECT array_agg(DISTINCT category_id) FROM shop.products WHERE name = ANY (r.antecedent))
+   <> (SELECT array_agg(DISTINCT category_id) FROM shop.products WHERE name = ANY (r.consequent))
+ORDER BY r.lift DESC, r.confidence DESC LIMIT 8;
+
+\echo
+\echo '== 5. Cart recommendations for a shopper with running shoes and a cookbook in the cart'
+SELECT item, round(score::numeric, 2) AS score, round(lift::numeric, 1) AS lift, because
+FROM shop.models m, xsell.recommend(ARRAY['running shoes', 'italian cookbook'], m.itemsets, n => 4) r
+WHERE m.name = 'baskets';

@@ -75,8 +75,9 @@ fn scaler_fit_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo
 /// Serialization function of `xsell.scaler_fit` (partial states sent between processes).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn scaler_fit_serial(state: Internal) -> Vec<u8> {
+    let mut state = state;
     // SAFETY: the state is a ScalerState.
-    let st = unsafe { state.get::<ScalerState>() };
+    let st = unsafe { state.get_mut::<ScalerState>() };
     st.map(|s| s.to_bytes()).unwrap_or_else(|| ScalerState::new().to_bytes())
 }
 
@@ -90,8 +91,9 @@ fn scaler_fit_deserial(bytes: &[u8], _unused: Internal) -> Internal {
 /// Final function of `xsell.scaler_fit`: the fitted scaler, NULL when no row was seen.
 #[pg_extern(immutable, parallel_safe)]
 fn scaler_fit_final(state: Internal) -> Option<Scaler> {
+    let mut state = state;
     // SAFETY: the state is a ScalerState.
-    let st = unsafe { state.get::<ScalerState>() }?;
+    let st = unsafe { state.get_mut::<ScalerState>() }?;
     st.finish().map(Scaler)
 }
 

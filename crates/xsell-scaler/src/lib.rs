@@ -54,7 +54,7 @@ impl fmt::Display for ScalerError {
 impl std::error::Error for ScalerError {}
 
 /// Running moments of a stream of feature rows (the aggregate's transition state).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ScalerState {
     /// Number of rows added (rows, not values: a row of all-missing values still counts).
     pub rows: u64,
@@ -64,7 +64,14 @@ pub struct ScalerState {
     pub mean: Vec<f64>,
     /// Per-feature running sum of squared deviations from the mean (Welford's M2).
     pub m2: Vec<f64>,
+    /// Complete rows not yet folded into the moments (row-major). They are folded in blocks of
+    /// [`BLOCK_ROWS`]: an exact two-pass mean/M2 of the block, then Chan's merge, which is as
+    /// stable as Welford and lets the compiler vectorise across features.
+    block: Vec<f64>,
 }
+
+/// Rows buffered before a block is folded into the running moments.
+pub const BLOCK_ROWS: usize = 128;
 
 impl ScalerState {
     /// An empty state. Its dimension is fixed by the first row added or merged.
@@ -96,32 +103,77 @@ impl ScalerState {
     /// This is the fast path used when a SQL array has no NULL elements.
     pub fn add_dense(&mut self, row: &[f64]) -> Result<(), ScalerError> {
         self.ensure_dims(row.len())?;
+        if row.iter().all(|v| v.is_finite()) {
+            // The common case: a complete row goes to the block buffer.
+            self.rows += 1;
+            self.block.extend_from_slice(row);
+            if self.block.len() >= BLOCK_ROWS * row.len() {
+                self.flush();
+            }
+            return Ok(());
+        }
         if let Some((feature, &value)) = row.iter().enumerate().find(|(_, v)| v.is_infinite()) {
             return Err(ScalerError::NonFinite { feature, value });
         }
         self.rows += 1;
-        let has_nan = row.iter().any(|v| v.is_nan());
-        let c0 = self.count[0];
-        if !has_nan && self.count.iter().all(|&c| c == c0) {
-            // Every feature has the same count: one reciprocal for the whole row.
-            let n = c0 + 1;
-            let inv = 1.0 / n as f64;
-            for c in self.count.iter_mut() {
-                *c = n;
-            }
-            for ((m, s), &x) in self.mean.iter_mut().zip(self.m2.iter_mut()).zip(row) {
-                let delta = x - *m;
-                *m += delta * inv;
-                *s += delta * (x - *m);
-            }
-        } else {
-            for (j, &x) in row.iter().enumerate() {
-                if !x.is_nan() {
-                    self.push_value(j, x);
-                }
+        for (j, &x) in row.iter().enumerate() {
+            if !x.is_nan() {
+                self.push_value(j, x);
             }
         }
         Ok(())
+    }
+
+    /// Folds the buffered complete rows into the moments (two-pass mean and M2 of the block,
+    /// then Chan's pairwise update per feature).
+    pub fn flush(&mut self) {
+        let d = self.dims();
+        if d == 0 || self.block.is_empty() {
+            return;
+        }
+        let nb = (self.block.len() / d) as u64;
+        let inv = 1.0 / nb as f64;
+        let mut mean = vec![0.0; d];
+        for row in self.block.chunks_exact(d) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += x;
+            }
+        }
+        for m in mean.iter_mut() {
+            *m *= inv;
+        }
+        let mut m2 = vec![0.0; d];
+        for row in self.block.chunks_exact(d) {
+            for ((s, &x), &m) in m2.iter_mut().zip(row).zip(&mean) {
+                let dx = x - m;
+                *s += dx * dx;
+            }
+        }
+        self.block.clear();
+        for j in 0..d {
+            self.merge_feature(j, nb, mean[j], m2[j]);
+        }
+    }
+
+    /// Chan's pairwise update of feature `j` with a partial (count, mean, M2).
+    #[inline]
+    fn merge_feature(&mut self, j: usize, nb: u64, mean_b: f64, m2_b: f64) {
+        if nb == 0 {
+            return;
+        }
+        let na = self.count[j];
+        if na == 0 {
+            self.count[j] = nb;
+            self.mean[j] = mean_b;
+            self.m2[j] = m2_b;
+            return;
+        }
+        let n = na + nb;
+        let (fa, fb, f) = (na as f64, nb as f64, n as f64);
+        let delta = mean_b - self.mean[j];
+        self.mean[j] += delta * (fb / f);
+        self.m2[j] += m2_b + delta * delta * (fa * fb / f);
+        self.count[j] = n;
     }
 
     /// Adds one row that may contain missing values (`None` or NaN), ignored per feature.
@@ -154,13 +206,16 @@ impl ScalerState {
     /// Merges another partial state into this one (Chan, Golub & LeVeque's pairwise update).
     /// Merging is what parallel workers' partial aggregates go through.
     pub fn merge(&mut self, other: &ScalerState) -> Result<(), ScalerError> {
+        let mut other = other.clone();
+        other.flush();
+        self.flush();
         if other.dims() == 0 {
             self.rows += other.rows;
             return Ok(());
         }
         if self.dims() == 0 {
             let rows = self.rows;
-            *self = other.clone();
+            *self = other;
             self.rows += rows;
             return Ok(());
         }
@@ -169,28 +224,14 @@ impl ScalerState {
         }
         self.rows += other.rows;
         for j in 0..self.dims() {
-            let (na, nb) = (self.count[j], other.count[j]);
-            if nb == 0 {
-                continue;
-            }
-            if na == 0 {
-                self.count[j] = nb;
-                self.mean[j] = other.mean[j];
-                self.m2[j] = other.m2[j];
-                continue;
-            }
-            let n = na + nb;
-            let (fa, fb, f) = (na as f64, nb as f64, n as f64);
-            let delta = other.mean[j] - self.mean[j];
-            self.mean[j] += delta * (fb / f);
-            self.m2[j] += other.m2[j] + delta * delta * (fa * fb / f);
-            self.count[j] = n;
+            self.merge_feature(j, other.count[j], other.mean[j], other.m2[j]);
         }
         Ok(())
     }
 
     /// Serializes the state to a compact little-endian byte string (for parallel aggregation).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&mut self) -> Vec<u8> {
+        self.flush();
         let d = self.dims();
         let mut out = Vec::with_capacity(16 + d * 24);
         out.extend_from_slice(&self.rows.to_le_bytes());
@@ -224,7 +265,8 @@ impl ScalerState {
     }
 
     /// The fitted scaler, or `None` when no row was ever added.
-    pub fn finish(&self) -> Option<Scaler> {
+    pub fn finish(&mut self) -> Option<Scaler> {
+        self.flush();
         if self.dims() == 0 {
             return None;
         }
@@ -451,6 +493,14 @@ mod tests {
         assert!(s.scale(&[Some(1.0)]).is_err());
         assert!(s.unscale(&[Some(f64::NEG_INFINITY), None]).is_err());
         assert!(ScalerState::new().finish().is_none());
+        // rows buffered in a block are part of every result
+        let mut st = ScalerState::new();
+        for i in 0..(BLOCK_ROWS + 3) {
+            st.add_dense(&[i as f64]).unwrap();
+        }
+        let s = st.finish().unwrap();
+        assert_eq!(s.count, vec![(BLOCK_ROWS + 3) as u64]);
+        assert_eq!(s.mean[0], Some((BLOCK_ROWS + 2) as f64 / 2.0));
     }
 
     #[test]
@@ -527,6 +577,7 @@ mod tests {
         a.add_dense(&[1.0]).unwrap();
         let mut b = ScalerState::new();
         b.add_dense(&[1.0, 2.0]).unwrap();
+        b.flush();
         assert!(a.merge(&b).is_err());
         assert!(ScalerState::from_bytes(&[1, 2, 3]).is_err());
         let mut bytes = b.to_bytes();
