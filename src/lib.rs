@@ -5,6 +5,7 @@
 //! raise errors with proper SQLSTATEs, and register GUCs. One module per capability:
 //!
 //! - [`scaler`]: feature standardization (`xsell.scaler_fit`, `xsell.scale`, `xsell.unscale`).
+//! - [`kmeans`]: K-means segmentation (`xsell.kmeans_fit`, `xsell.kmeans_train`, `xsell.kmeans_assign`, ...).
 //! - [`fpgrowth`]: cross-sell rules (`xsell.frequent_itemsets`, `xsell.rules`, `xsell.recommend`).
 //!
 //! Every SQL object lives in the schema `xsell` (fixed by `pg_xsell.control`).
@@ -14,6 +15,7 @@ use pgrx::prelude::*;
 pub mod common;
 pub mod guc;
 pub mod fpgrowth;
+pub mod kmeans;
 pub mod scaler;
 
 pgrx::pg_module_magic!();

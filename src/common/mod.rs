@@ -89,6 +89,7 @@ pub unsafe fn take_state<T: Default>(state: &mut Internal) -> Option<T> {
 
 mod array;
 mod json;
+pub mod partial;
 pub use array::{F64Array, Row};
 pub use json::{LazyJsonb, Options};
 

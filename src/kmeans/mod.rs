@@ -1,0 +1,529 @@
+//! SQL layer of K-means segmentation: `xsell.kmeans_fit` (in memory), `xsell.kmeans_train`
+//! (streaming passes over a query), `xsell.kmeans_step`, `xsell.kmeans_assign`,
+//! `xsell.kmeans_distance`, `xsell.kmeans_centroids`, `xsell.silhouette`, `xsell.kmeans_sweep`
+//! and the type `xsell.kmeans_model`. The algorithms live in the pure crate `xsell-kmeans`.
+
+mod train;
+
+use crate::common::partial::{self, Partial, read_u64};
+use crate::common::{Code, F64Array, LazyJsonb, Options, agg_state, check_interrupts, pool, progress, raise};
+use pgrx::prelude::*;
+use pgrx::{InOutFuncs, Internal, StringInfo};
+use serde::{Deserialize, Serialize};
+use std::ffi::CStr;
+use std::time::{Duration, Instant};
+use xsell_kmeans::{Algorithm, Init, KMeansError, Params};
+
+/// A trained K-means model (`xsell.kmeans_model`). Text form: JSON with k, dims, n_rows,
+/// centroids, sizes, inertia, iterations, converged, seed, algorithm, init.
+#[derive(PostgresType, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[inoutfuncs]
+#[allow(non_camel_case_types)]
+pub struct kmeans_model(pub xsell_kmeans::Model);
+
+/// The Rust name of `xsell.kmeans_model` (the SQL type name comes from the struct's name).
+pub type KmeansModel = kmeans_model;
+
+impl InOutFuncs for kmeans_model {
+    fn input(input: &CStr) -> Self {
+        let text = input.to_str().unwrap_or_else(|_| {
+            raise(Code::ERRCODE_INVALID_TEXT_REPRESENTATION, "xsell.kmeans_model input is not valid UTF-8")
+        });
+        match xsell_kmeans::Model::from_json(text) {
+            Ok(m) => kmeans_model(m),
+            Err(e) => raise(Code::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("invalid xsell.kmeans_model: {e}")),
+        }
+    }
+
+    fn output(&self, buffer: &mut StringInfo) {
+        buffer.push_str(&self.0.to_json());
+    }
+}
+
+/// Maps a crate error to an ERROR with its SQLSTATE.
+pub(crate) fn km_error(e: KMeansError) -> ! {
+    let code = match &e {
+        KMeansError::InvalidParameter(_) => Code::ERRCODE_INVALID_PARAMETER_VALUE,
+        KMeansError::InvalidShape(_) | KMeansError::DimensionMismatch { .. } => Code::ERRCODE_ARRAY_ELEMENT_ERROR,
+        KMeansError::NonFinite { .. } | KMeansError::ValueTooLarge { .. } => Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        KMeansError::LimitExceeded(_) => Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        KMeansError::InvalidModel(_) => Code::ERRCODE_INVALID_TEXT_REPRESENTATION,
+        _ => Code::ERRCODE_DATA_EXCEPTION,
+    };
+    raise(code, e.to_string())
+}
+
+/// Progress callback for the pure crate: services cancel / statement_timeout on every report
+/// and logs a NOTICE per iteration (at most ~4 per second) when `xsell.verbose` is on.
+pub(crate) fn reporter(what: &'static str) -> impl FnMut(&xsell_kmeans::Progress) {
+    let mut last = Instant::now() - Duration::from_secs(1);
+    move |p| {
+        check_interrupts();
+        let milestone = p.center_shift.is_some() || p.phase == "finalize";
+        if milestone && last.elapsed() >= Duration::from_millis(250) {
+            last = Instant::now();
+            progress(|| match (p.phase, p.center_shift, p.inertia) {
+                ("iteration", Some(shift), _) => {
+                    format!("{what}: run {}/{} iteration {} center shift {shift:.6e}", p.run + 1, p.n_runs, p.iteration)
+                }
+                (_, _, Some(inertia)) => format!("{what}: run {}/{} done, inertia {inertia:.6}", p.run + 1, p.n_runs),
+                _ => format!("{what}: {}", p.phase),
+            });
+        }
+    }
+}
+
+/// Parses the options shared by `kmeans_fit`, `kmeans_train` and `kmeans_sweep`.
+pub(crate) fn parse_params(k: i32, options: Option<&serde_json::Map<String, serde_json::Value>>, d: Option<usize>) -> Params {
+    if k < 1 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("k must be at least 1, got {k}"));
+    }
+    let mut p = Params::new(k as usize);
+    if let Some(map) = options {
+        let mut o = Options::new(map, "kmeans");
+        p.seed = o.int("seed", 0, i64::MIN, i64::MAX) as u64;
+        p.max_iter = o.int("max_iter", 300, 1, 1_000_000) as usize;
+        p.tol = o.float("tol", 1e-4, 0.0, f64::MAX);
+        p.n_init = o.int("n_init", 1, 1, xsell_kmeans::MAX_N_INIT as i64) as usize;
+        if let Some(alg) = o.string("algorithm") {
+            p.algorithm = alg.parse::<Algorithm>().unwrap_or_else(|e| km_error(e));
+        }
+        if let Some(init) = o.value("init") {
+            p.init = match init {
+                serde_json::Value::String(s) if s == "k-means++" => Init::KMeansPlusPlus,
+                serde_json::Value::String(s) if s == "random" => Init::Random,
+                serde_json::Value::Array(rows) => Init::Explicit(explicit_centroids(rows, k as usize, d)),
+                other => raise(
+                    Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("kmeans option \"init\" must be \"k-means++\", \"random\" or a k x d array of centroids, got {other}"),
+                ),
+            };
+        }
+        o.finish();
+    }
+    p.validate().unwrap_or_else(|e| km_error(e));
+    p
+}
+
+fn explicit_centroids(rows: &[serde_json::Value], k: usize, d: Option<usize>) -> Vec<f64> {
+    let bad = |m: String| -> ! { raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("kmeans option \"init\": {m}")) };
+    if rows.len() != k {
+        bad(format!("expected {k} centroids (one per cluster), got {}", rows.len()));
+    }
+    let mut out = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let Some(vals) = r.as_array() else { bad(format!("centroid {} is not an array", i + 1)) };
+        if let Some(d) = d {
+            if vals.len() != d {
+                bad(format!("centroid {} has {} values, the rows have {d}", i + 1, vals.len()));
+            }
+        }
+        for v in vals {
+            match v.as_f64() {
+                Some(x) if x.is_finite() => out.push(x),
+                _ => bad(format!("centroid {} has a non-numeric or non-finite value {v}", i + 1)),
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// kmeans_fit: gather the rows, then train in memory.
+
+/// `xsell.max_fit_memory_mb` in bytes.
+fn fit_memory_limit() -> usize {
+    (crate::guc::MAX_FIT_MEMORY_MB.get().max(1) as usize) << 20
+}
+
+#[derive(Default)]
+struct FitState {
+    data: Vec<f64>,
+    d: usize,
+    k: Option<i32>,
+    options: Option<String>,
+}
+
+impl FitState {
+    fn add(&mut self, row: &[f64], k: Option<i32>, options: Option<&LazyJsonb>) {
+        if self.k.is_none() {
+            let Some(k) = k else { raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "k must not be NULL") };
+            self.k = Some(k);
+            self.options = options.map(|o| serde_json::Value::Object(o.parse("kmeans options")).to_string());
+            // Validate the options now, not after gathering a billion rows.
+            let map = self.options_map();
+            parse_params(k, map.as_ref(), Some(row.len()));
+        }
+        if self.d == 0 {
+            self.d = row.len();
+        } else if row.len() != self.d {
+            raise(Code::ERRCODE_ARRAY_ELEMENT_ERROR, format!("expected {} features, got {}", self.d, row.len()));
+        }
+        if (self.data.len() + row.len()) * 8 > fit_memory_limit() {
+            raise_detail(
+                Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "kmeans_fit needs more than xsell.max_fit_memory_mb = {} MB to hold the rows",
+                    crate::guc::MAX_FIT_MEMORY_MB.get()
+                ),
+                "Use xsell.kmeans_train(query, k, options), which streams over the rows in passes with bounded memory, or raise xsell.max_fit_memory_mb.",
+            );
+        }
+        self.data.extend_from_slice(row);
+    }
+
+    fn options_map(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.options.as_ref().map(|s| match serde_json::from_str(s) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "kmeans options must be a JSON object"),
+        })
+    }
+}
+
+use crate::common::raise_detail;
+
+impl Partial for FitState {
+    fn merge_from(&mut self, other: Self) {
+        if other.k.is_none() {
+            return;
+        }
+        if self.k.is_none() {
+            self.k = other.k;
+            self.options = other.options;
+        }
+        if self.d == 0 {
+            self.d = other.d;
+        } else if other.d != 0 && other.d != self.d {
+            raise(Code::ERRCODE_ARRAY_ELEMENT_ERROR, format!("expected {} features, got {}", self.d, other.d));
+        }
+        if (self.data.len() + other.data.len()) * 8 > fit_memory_limit() {
+            raise(Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "kmeans_fit exceeds xsell.max_fit_memory_mb; use xsell.kmeans_train");
+        }
+        self.data.extend_from_slice(&other.data);
+    }
+
+    fn to_bytes(&mut self) -> Vec<u8> {
+        let opts = self.options.clone().unwrap_or_default();
+        let mut out = Vec::with_capacity(32 + opts.len() + self.data.len() * 8);
+        out.extend_from_slice(&(self.k.map(|k| k as i64).unwrap_or(i64::MIN)).to_le_bytes());
+        out.extend_from_slice(&(self.d as u64).to_le_bytes());
+        out.extend_from_slice(&(if self.options.is_some() { opts.len() as u64 } else { u64::MAX }).to_le_bytes());
+        out.extend_from_slice(opts.as_bytes());
+        for v in &self.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Self {
+        let corrupt = || -> ! { raise(Code::ERRCODE_INVALID_BINARY_REPRESENTATION, "corrupt kmeans_fit partial state") };
+        let k = read_u64(b, 0).unwrap_or_else(|| corrupt()) as i64;
+        let d = read_u64(b, 8).unwrap_or_else(|| corrupt()) as usize;
+        let olen = read_u64(b, 16).unwrap_or_else(|| corrupt());
+        let (options, rest) = if olen == u64::MAX {
+            (None, &b[24..])
+        } else {
+            let end = 24usize.checked_add(olen as usize).filter(|&e| e <= b.len()).unwrap_or_else(|| corrupt());
+            (Some(String::from_utf8(b[24..end].to_vec()).unwrap_or_else(|_| corrupt())), &b[end..])
+        };
+        if rest.len() % 8 != 0 {
+            corrupt();
+        }
+        let data = rest.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        FitState { data, d, k: (k != i64::MIN).then_some(k as i32), options }
+    }
+}
+
+fn fit_trans(state: Internal, features: Option<F64Array<'_>>, k: Option<i32>, options: Option<LazyJsonb>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    let mut state = state;
+    let st = unsafe { agg_state(&mut state, fcinfo, FitState::default) };
+    if let Some(f) = features {
+        let row = f.finite_row("features");
+        match row {
+            crate::common::Row::Dense(r) => st.add(r, k, options.as_ref()),
+            crate::common::Row::Sparse(_) => unreachable!("finite_row rejects NULL elements"),
+        }
+    }
+    state
+}
+
+/// Transition function of `xsell.kmeans_fit(float8[], int)`.
+#[pg_extern(immutable, parallel_safe, name = "kmeans_fit_trans")]
+fn kmeans_fit_trans2(state: Internal, features: Option<F64Array<'_>>, k: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    fit_trans(state, features, k, None, fcinfo)
+}
+
+/// Transition function of `xsell.kmeans_fit(float8[], int, jsonb)`.
+#[pg_extern(immutable, parallel_safe, name = "kmeans_fit_trans")]
+fn kmeans_fit_trans3(
+    state: Internal,
+    features: Option<F64Array<'_>>,
+    k: Option<i32>,
+    options: Option<LazyJsonb>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    fit_trans(state, features, k, options, fcinfo)
+}
+
+/// Combine function of `xsell.kmeans_fit`.
+#[pg_extern(immutable, parallel_safe)]
+fn kmeans_fit_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    partial::combine::<FitState>(a, b, fcinfo)
+}
+
+/// Serialization function of `xsell.kmeans_fit`.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn kmeans_fit_serial(state: Internal) -> Vec<u8> {
+    partial::serial::<FitState>(state)
+}
+
+/// Deserialization function of `xsell.kmeans_fit`.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn kmeans_fit_deserial(bytes: &[u8], _unused: Internal) -> Internal {
+    partial::deserial::<FitState>(bytes)
+}
+
+/// Final function of `xsell.kmeans_fit`: trains on the gathered rows with the compute pool.
+#[pg_extern(immutable, parallel_safe)]
+fn kmeans_fit_final(state: Internal) -> Option<KmeansModel> {
+    let mut state = state;
+    let st = unsafe { state.get_mut::<FitState>() }?;
+    let k = st.k?;
+    if st.data.is_empty() {
+        return None;
+    }
+    let params = parse_params(k, st.options_map().as_ref(), Some(st.d));
+    let data = std::mem::take(&mut st.data);
+    let n = data.len() / st.d;
+    progress(|| format!("kmeans_fit: {n} rows x {} features, k = {k}, {:?} init, {:?}", st.d, params.init.name(), params.algorithm));
+    let pool = pool();
+    let model = xsell_kmeans::fit(data, st.d, &params, &pool, &mut reporter("kmeans_fit")).unwrap_or_else(|e| km_error(e));
+    Some(kmeans_model(model))
+}
+
+// ---------------------------------------------------------------------------------------
+// Using a model.
+
+fn model_row<'a>(features: &'a F64Array<'a>, model: &xsell_kmeans::Model) -> &'a [f64] {
+    match features.finite_row("features") {
+        crate::common::Row::Dense(r) => {
+            if r.len() != model.dims {
+                raise(
+                    Code::ERRCODE_ARRAY_ELEMENT_ERROR,
+                    format!("expected {} features (the model's dimensions), got {}", model.dims, r.len()),
+                );
+            }
+            r
+        }
+        crate::common::Row::Sparse(_) => unreachable!("finite_row rejects NULL elements"),
+    }
+}
+
+/// `xsell.kmeans_assign(features, model)`: the nearest cluster (0..k-1).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn kmeans_assign(features: F64Array<'_>, model: KmeansModel) -> i32 {
+    let row = model_row(&features, &model.0);
+    model.0.assign(row).unwrap_or_else(|e| km_error(e)).0 as i32
+}
+
+/// `xsell.kmeans_distance(features, model)`: Euclidean distance to the nearest centroid.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn kmeans_distance(features: F64Array<'_>, model: KmeansModel) -> f64 {
+    let row = model_row(&features, &model.0);
+    model.0.assign(row).unwrap_or_else(|e| km_error(e)).1.sqrt()
+}
+
+/// `xsell.kmeans_clusters(model)`: one row per cluster.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn kmeans_clusters(
+    model: KmeansModel,
+) -> TableIterator<'static, (name!(cluster, i32), name!(size, i64), name!(centroid, Vec<f64>))> {
+    let m = model.0;
+    let rows: Vec<_> = (0..m.k).map(|j| (j as i32, m.sizes[j] as i64, m.centroid(j).to_vec())).collect();
+    TableIterator::new(rows)
+}
+
+// ---------------------------------------------------------------------------------------
+// Silhouette: a bounded, seeded, order-independent sample.
+
+const SILHOUETTE_SEED: u64 = 0x5eed_5111;
+
+#[derive(Default)]
+struct SilState {
+    res: Option<xsell_kmeans::Reservoir>,
+}
+
+impl Partial for SilState {
+    fn merge_from(&mut self, other: Self) {
+        match (&mut self.res, other.res) {
+            (_, None) => {}
+            (None, Some(o)) => self.res = Some(o),
+            (Some(a), Some(b)) => a.merge(&b).unwrap_or_else(|e| km_error(e)),
+        }
+    }
+
+    fn to_bytes(&mut self) -> Vec<u8> {
+        serde_json::to_vec(&self.res).expect("reservoir serializes")
+    }
+
+    fn from_bytes(b: &[u8]) -> Self {
+        let res: Option<xsell_kmeans::Reservoir> = serde_json::from_slice(b)
+            .unwrap_or_else(|_| raise(Code::ERRCODE_INVALID_BINARY_REPRESENTATION, "corrupt silhouette partial state"));
+        if let Some(r) = &res {
+            r.validate().unwrap_or_else(|e| km_error(e));
+        }
+        SilState { res }
+    }
+}
+
+fn sil_trans(state: Internal, features: Option<F64Array<'_>>, cluster: Option<i32>, sample_size: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    let mut state = state;
+    let st = unsafe { agg_state(&mut state, fcinfo, SilState::default) };
+    let (Some(f), Some(c)) = (features, cluster) else { return state };
+    if c < 0 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("cluster labels must be >= 0, got {c}"));
+    }
+    let m = sample_size.unwrap_or(10_000);
+    if !(2..=1_000_000).contains(&m) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("sample_size must be between 2 and 1000000, got {m}"));
+    }
+    let row = match f.finite_row("features") {
+        crate::common::Row::Dense(r) => r,
+        crate::common::Row::Sparse(_) => unreachable!(),
+    };
+    let res = st.res.get_or_insert_with(|| {
+        xsell_kmeans::Reservoir::new(m as usize, row.len(), SILHOUETTE_SEED, 0).unwrap_or_else(|e| km_error(e))
+    });
+    res.add(row, c as u32).unwrap_or_else(|e| km_error(e));
+    state
+}
+
+/// Transition function of `xsell.silhouette(float8[], int)`.
+#[pg_extern(immutable, parallel_safe, name = "silhouette_trans")]
+fn silhouette_trans2(state: Internal, features: Option<F64Array<'_>>, cluster: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    sil_trans(state, features, cluster, None, fcinfo)
+}
+
+/// Transition function of `xsell.silhouette(float8[], int, int)`.
+#[pg_extern(immutable, parallel_safe, name = "silhouette_trans")]
+fn silhouette_trans3(
+    state: Internal,
+    features: Option<F64Array<'_>>,
+    cluster: Option<i32>,
+    sample_size: Option<i32>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    sil_trans(state, features, cluster, sample_size, fcinfo)
+}
+
+/// Combine function of `xsell.silhouette`.
+#[pg_extern(immutable, parallel_safe)]
+fn silhouette_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    partial::combine::<SilState>(a, b, fcinfo)
+}
+
+/// Serialization function of `xsell.silhouette`.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn silhouette_serial(state: Internal) -> Vec<u8> {
+    partial::serial::<SilState>(state)
+}
+
+/// Deserialization function of `xsell.silhouette`.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn silhouette_deserial(bytes: &[u8], _unused: Internal) -> Internal {
+    partial::deserial::<SilState>(bytes)
+}
+
+/// Final function of `xsell.silhouette`: the mean silhouette coefficient of the sample.
+#[pg_extern(immutable, parallel_safe)]
+fn silhouette_final(state: Internal) -> Option<f64> {
+    let mut state = state;
+    let st = unsafe { state.get_mut::<SilState>() }?;
+    let res = st.res.take()?;
+    let d = res_dims(&res);
+    let (data, labels) = res.into_sample();
+    let pool = pool();
+    check_interrupts();
+    Some(xsell_kmeans::silhouette(&data, d, &labels, &pool, &mut reporter("silhouette")).unwrap_or_else(|e| km_error(e)))
+}
+
+fn res_dims(res: &xsell_kmeans::Reservoir) -> usize {
+    res.d
+}
+
+extension_sql!(
+    r#"
+CREATE AGGREGATE xsell.kmeans_fit(features float8[], k int) (
+    sfunc = xsell.kmeans_fit_trans, stype = internal,
+    finalfunc = xsell.kmeans_fit_final, combinefunc = xsell.kmeans_fit_combine,
+    serialfunc = xsell.kmeans_fit_serial, deserialfunc = xsell.kmeans_fit_deserial,
+    parallel = safe);
+CREATE AGGREGATE xsell.kmeans_fit(features float8[], k int, options jsonb) (
+    sfunc = xsell.kmeans_fit_trans, stype = internal,
+    finalfunc = xsell.kmeans_fit_final, combinefunc = xsell.kmeans_fit_combine,
+    serialfunc = xsell.kmeans_fit_serial, deserialfunc = xsell.kmeans_fit_deserial,
+    parallel = safe);
+CREATE AGGREGATE xsell.silhouette(features float8[], cluster int) (
+    sfunc = xsell.silhouette_trans, stype = internal,
+    finalfunc = xsell.silhouette_final, combinefunc = xsell.silhouette_combine,
+    serialfunc = xsell.silhouette_serial, deserialfunc = xsell.silhouette_deserial,
+    parallel = safe);
+CREATE AGGREGATE xsell.silhouette(features float8[], cluster int, sample_size int) (
+    sfunc = xsell.silhouette_trans, stype = internal,
+    finalfunc = xsell.silhouette_final, combinefunc = xsell.silhouette_combine,
+    serialfunc = xsell.silhouette_serial, deserialfunc = xsell.silhouette_deserial,
+    parallel = safe);
+
+CREATE CAST (xsell.kmeans_model AS jsonb) WITH INOUT AS ASSIGNMENT;
+
+CREATE FUNCTION xsell.kmeans_centroids(model xsell.kmeans_model) RETURNS float8[]
+IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
+AS $$ SELECT array_agg(c.centroid ORDER BY c.cluster) FROM xsell.kmeans_clusters(model) c $$;
+
+COMMENT ON TYPE xsell.kmeans_model IS
+  'A trained K-means model: JSON with k, dims, n_rows, centroids (k arrays of dims numbers), sizes, inertia, iterations, converged, seed, algorithm, init. Clusters are numbered 0..k-1 by descending size.';
+COMMENT ON AGGREGATE xsell.kmeans_fit(float8[], int) IS
+  'K-means over feature rows gathered in memory (k-means++ seeding, Hamerly-accelerated exact Lloyd, scikit-learn semantics, seed 0). Parallel safe; bounded by xsell.max_fit_memory_mb (use xsell.kmeans_train beyond).';
+COMMENT ON AGGREGATE xsell.kmeans_fit(float8[], int, jsonb) IS
+  'K-means with options {"seed":0,"max_iter":300,"tol":1e-4,"n_init":1,"init":"k-means++"|"random"|[[centroid],...],"algorithm":"hamerly"|"lloyd"}.';
+COMMENT ON AGGREGATE xsell.silhouette(float8[], int) IS
+  'Mean silhouette coefficient (euclidean, scikit-learn semantics) of rows labelled by cluster; exact up to 10000 rows, a seeded uniform sample of 10000 beyond.';
+COMMENT ON AGGREGATE xsell.silhouette(float8[], int, int) IS
+  'Mean silhouette coefficient, exact up to sample_size rows and on a seeded, order-independent uniform sample of sample_size rows beyond.';
+COMMENT ON FUNCTION xsell.kmeans_assign(float8[], xsell.kmeans_model) IS 'The cluster (0..k-1) whose centroid is nearest to the row.';
+COMMENT ON FUNCTION xsell.kmeans_distance(float8[], xsell.kmeans_model) IS 'Euclidean distance from the row to its nearest centroid.';
+COMMENT ON FUNCTION xsell.kmeans_centroids(xsell.kmeans_model) IS 'The centroids as a k x d float8 array (row i = cluster i).';
+COMMENT ON FUNCTION xsell.kmeans_clusters(xsell.kmeans_model) IS 'One row per cluster: cluster, size (training rows), centroid.';
+COMMENT ON FUNCTION xsell.kmeans_fit_trans(internal, float8[], int) IS 'Support function of the aggregate xsell.kmeans_fit (transition).';
+COMMENT ON FUNCTION xsell.kmeans_fit_trans(internal, float8[], int, jsonb) IS 'Support function of the aggregate xsell.kmeans_fit (transition).';
+COMMENT ON FUNCTION xsell.kmeans_fit_combine(internal, internal) IS 'Support function of the aggregate xsell.kmeans_fit (parallel combine).';
+COMMENT ON FUNCTION xsell.kmeans_fit_serial(internal) IS 'Support function of the aggregate xsell.kmeans_fit (serialize).';
+COMMENT ON FUNCTION xsell.kmeans_fit_deserial(bytea, internal) IS 'Support function of the aggregate xsell.kmeans_fit (deserialize).';
+COMMENT ON FUNCTION xsell.kmeans_fit_final(internal) IS 'Support function of the aggregate xsell.kmeans_fit (final: trains the model).';
+COMMENT ON FUNCTION xsell.silhouette_trans(internal, float8[], int) IS 'Support function of the aggregate xsell.silhouette (transition).';
+COMMENT ON FUNCTION xsell.silhouette_trans(internal, float8[], int, int) IS 'Support function of the aggregate xsell.silhouette (transition).';
+COMMENT ON FUNCTION xsell.silhouette_combine(internal, internal) IS 'Support function of the aggregate xsell.silhouette (parallel combine).';
+COMMENT ON FUNCTION xsell.silhouette_serial(internal) IS 'Support function of the aggregate xsell.silhouette (serialize).';
+COMMENT ON FUNCTION xsell.silhouette_deserial(bytea, internal) IS 'Support function of the aggregate xsell.silhouette (deserialize).';
+COMMENT ON FUNCTION xsell.silhouette_final(internal) IS 'Support function of the aggregate xsell.silhouette (final).';
+"#,
+    name = "kmeans_aggregates",
+    requires = [
+        kmeans_model,
+        kmeans_fit_trans2,
+        kmeans_fit_trans3,
+        kmeans_fit_combine,
+        kmeans_fit_serial,
+        kmeans_fit_deserial,
+        kmeans_fit_final,
+        silhouette_trans2,
+        silhouette_trans3,
+        silhouette_combine,
+        silhouette_serial,
+        silhouette_deserial,
+        silhouette_final,
+        kmeans_assign,
+        kmeans_distance,
+        kmeans_clusters
+    ]
+);
