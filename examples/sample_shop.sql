@@ -6,8 +6,10 @@
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 0;   -- one plan, one random() sequence
 DROP SCHEMA IF EXISTS shop CASCADE;
+-- The demo database always gets the freshly installed build of the extension.
+DROP EXTENSION IF EXISTS pg_xsell CASCADE;
+CREATE EXTENSION pg_xsell;
 CREATE SCHEMA shop;
-CREATE EXTENSION IF NOT EXISTS pg_xsell;
 SELECT setseed(0.20261203) \gset
 
 CREATE TABLE shop.categories (

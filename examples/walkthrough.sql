@@ -55,7 +55,37 @@ SELECT customer_id, (SELECT array_agg(round(v::numeric, 2)) FROM unnest(z[1:5]) 
 FROM shop.customer_z ORDER BY customer_id LIMIT 3;
 
 \echo
-\echo '== 4. Cross-sell rules: which products are bought together, across categories?'
+\echo '== 4. Segment customers with K-means: choose k (elbow and silhouette), then fit'
+SELECT k, round(inertia::numeric, 1) AS inertia, round(silhouette::numeric, 3) AS silhouette
+FROM xsell.kmeans_sweep('SELECT z FROM shop.customer_z', ARRAY[3, 4, 5, 6], '{"seed": 1}');
+ALTER TABLE shop.models ADD COLUMN IF NOT EXISTS kmeans xsell.kmeans_model;
+INSERT INTO shop.models (name, kmeans)
+SELECT 'segments', xsell.kmeans_fit(z, 5, '{"seed": 1}') FROM shop.customer_z;
+DROP TABLE IF EXISTS shop.customer_segments;
+CREATE TABLE shop.customer_segments AS
+SELECT c.customer_id, xsell.kmeans_assign(c.z, m.kmeans) AS segment
+FROM shop.customer_z c, shop.models m WHERE m.name = 'segments';
+-- What characterises each segment: its two strongest category shares, and the hidden persona
+-- the generator used (the segmentation should rediscover it).
+WITH shares AS (
+  SELECT s.segment, c.name, avg(f.features[3 + c.category_id]) AS share,
+         row_number() OVER (PARTITION BY s.segment ORDER BY avg(f.features[3 + c.category_id]) DESC) AS rn
+  FROM shop.customer_segments s JOIN shop.customer_features f USING (customer_id) CROSS JOIN shop.categories c
+  GROUP BY s.segment, c.name
+), personas AS (
+  SELECT s.segment, count(*) AS customers, mode() WITHIN GROUP (ORDER BY cu.persona) AS main_persona
+  FROM shop.customer_segments s JOIN shop.customers cu USING (customer_id) GROUP BY s.segment
+)
+SELECT p.segment, p.customers,
+       (SELECT string_agg(name || ' ' || round(100 * share) || '%', ', ' ORDER BY share DESC)
+        FROM shares WHERE segment = p.segment AND rn <= 2) AS top_category_shares,
+       p.main_persona,
+       round(100.0 * (SELECT count(*) FROM shop.customer_segments s JOIN shop.customers cu USING (customer_id)
+                      WHERE s.segment = p.segment AND cu.persona = p.main_persona) / p.customers) AS persona_purity_pct
+FROM personas p ORDER BY p.segment;
+
+\echo
+\echo '== 5. Cross-sell rules: which products are bought together, across categories?'
 DROP TABLE IF EXISTS shop.baskets;
 CREATE TABLE shop.baskets AS
 SELECT o.order_id, o.customer_id, array_agg(p.name ORDER BY p.name) AS items
@@ -73,7 +103,18 @@ WHERE m.name = 'baskets' AND cardinality(r.antecedent) = 1 AND cardinality(r.con
 ORDER BY r.lift DESC, r.confidence DESC LIMIT 8;
 
 \echo
-\echo '== 5. Cart recommendations for a shopper with running shoes and a cookbook in the cart'
+\echo '== 6. Cart recommendations for a shopper with running shoes and a cookbook in the cart'
 SELECT item, round(score::numeric, 2) AS score, round(lift::numeric, 1) AS lift, because
 FROM shop.models m, xsell.recommend(ARRAY['running shoes', 'italian cookbook'], m.itemsets, n => 4) r
 WHERE m.name = 'baskets';
+
+\echo
+\echo '== 7. Cross-sell rules per segment (GROUP BY segment): the strongest rule of each'
+SELECT DISTINCT ON (s.segment) s.segment, r.antecedent, r.consequent,
+       round(r.confidence::numeric, 2) AS confidence, round(r.lift::numeric, 1) AS lift
+FROM (SELECT cs.segment, xsell.frequent_itemsets(b.items, 0.01) AS m
+      FROM shop.baskets b JOIN shop.customer_segments cs USING (customer_id)
+      GROUP BY cs.segment) s,
+     xsell.rules(s.m, min_confidence => 0.3) r
+WHERE cardinality(r.antecedent) = 1 AND cardinality(r.consequent) = 1
+ORDER BY s.segment, r.lift DESC, r.confidence DESC;
