@@ -29,7 +29,7 @@ D, K = 16, 8
 
 def blobs_sql(table, n):
     # 8 overlapping Gaussian blobs in 16 dimensions (Box-Muller), centers fixed by setseed.
-    centers = np.random.default_rng(3).normal(0, 1.5, (K, D))
+    centers = np.random.default_rng(3).normal(0, 0.45, (K, D))  # close enough to overlap
     cvals = ",".join("ARRAY[" + ",".join(f"{v:.6f}" for v in c) + "]" for c in centers)
     return f"""
       DROP TABLE IF EXISTS {table};
@@ -50,7 +50,9 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
     have = con.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'bench_kmeans'").fetchone()[0]
     if not have or con.execute("SELECT count(*) FROM bench_kmeans").fetchone()[0] != a.rows:
         print(f"creating bench_kmeans ({a.rows} x {D})", flush=True)
-        con.execute(blobs_sql("bench_kmeans", a.rows))
+        for stmt in blobs_sql("bench_kmeans", a.rows).split(";"):
+            if stmt.strip():
+                con.execute(stmt)
     con.execute("SELECT count(*) FROM bench_kmeans").fetchone()
     t = time.perf_counter()
     model = json.loads(con.execute("SELECT xsell.kmeans_fit(f, 8)::text FROM bench_kmeans").fetchone()[0])
@@ -70,7 +72,9 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
         table = f"bench_kmeans_{n}"
         if not con.execute("SELECT count(*) FROM pg_tables WHERE tablename = %s", (table,)).fetchone()[0]:
             print(f"creating {table}", flush=True)
-            con.execute(blobs_sql(table, n))
+            for stmt in blobs_sql(table, n).split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
         for w in [int(x) for x in a.workers.split(",")]:
             with psycopg.connect(a.dsn, autocommit=True) as c2:
                 pid = c2.execute("SELECT pg_backend_pid()").fetchone()[0]
