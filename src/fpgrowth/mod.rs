@@ -351,6 +351,8 @@ CREATE AGGREGATE xsell.frequent_itemsets(items bigint[], min_support float8, opt
 
 CREATE CAST (xsell.itemsets AS jsonb) WITH INOUT AS ASSIGNMENT;
 
+COMMENT ON FUNCTION xsell.itemsets_in(cstring) IS 'Input function of the type xsell.itemsets: parses and validates its JSON text form.';
+COMMENT ON FUNCTION xsell.itemsets_out(xsell.itemsets) IS 'Output function of the type xsell.itemsets: its JSON text form.';
 COMMENT ON TYPE xsell.itemsets IS
   'Frequent itemsets mined by xsell.frequent_itemsets: JSON with n_baskets, min_support, max_len and itemsets [{items, count}]. Cast to jsonb to read it; feed it to xsell.rules / xsell.recommend.';
 COMMENT ON AGGREGATE xsell.frequent_itemsets(text[], float8) IS

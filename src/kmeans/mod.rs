@@ -480,6 +480,8 @@ CREATE FUNCTION xsell.kmeans_centroids(model xsell.kmeans_model) RETURNS float8[
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
 AS $$ SELECT array_agg(c.centroid ORDER BY c.cluster) FROM xsell.kmeans_clusters(model) c $$;
 
+COMMENT ON FUNCTION xsell.kmeans_model_in(cstring) IS 'Input function of the type xsell.kmeans_model: parses and validates its JSON text form.';
+COMMENT ON FUNCTION xsell.kmeans_model_out(xsell.kmeans_model) IS 'Output function of the type xsell.kmeans_model: its JSON text form.';
 COMMENT ON TYPE xsell.kmeans_model IS
   'A trained K-means model: JSON with k, dims, n_rows, centroids (k arrays of dims numbers), sizes, inertia, iterations, converged, seed, algorithm, init. Clusters are numbered 0..k-1 by descending size.';
 COMMENT ON AGGREGATE xsell.kmeans_fit(float8[], int) IS

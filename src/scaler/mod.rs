@@ -146,6 +146,8 @@ CREATE AGGREGATE xsell.scaler_fit(features float8[]) (
 
 CREATE CAST (xsell.scaler AS jsonb) WITH INOUT AS ASSIGNMENT;
 
+COMMENT ON FUNCTION xsell.scaler_in(cstring) IS 'Input function of the type xsell.scaler: parses and validates its JSON text form.';
+COMMENT ON FUNCTION xsell.scaler_out(xsell.scaler) IS 'Output function of the type xsell.scaler: its JSON text form.';
 COMMENT ON TYPE xsell.scaler IS
   'A fitted standard scaler (scikit-learn StandardScaler semantics). Text form: JSON with n (rows), mean, scale, var (population variance) and count (non-missing values) per feature. Cast to jsonb to read it.';
 COMMENT ON AGGREGATE xsell.scaler_fit(float8[]) IS

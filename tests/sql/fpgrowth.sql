@@ -74,6 +74,14 @@ DO $$ BEGIN PERFORM xsell.frequent_itemsets(items, 0) FROM baskets;
 EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'SQLSTATE %', SQLSTATE; END $$;
 \set VERBOSITY default
 
+-- Cancel / statement_timeout interrupts mining (dense baskets, tiny min_support, long itemsets).
+CREATE TABLE dense AS
+SELECT g AS id, ARRAY(SELECT 'i' || (abs(hashint4(g * 31 + j)) % 30) FROM generate_series(1, 20) j) AS items
+FROM generate_series(1, 3000) g;
+SET statement_timeout = '300ms';
+SELECT xsell.frequent_itemsets(items, 0.0005, '{"max_len": 12, "max_itemsets": 100000000}') IS NOT NULL FROM dense;
+RESET statement_timeout;
+
 -- Exactness against mlxtend fpgrowth + association_rules (fixture made by
 -- scripts/fixtures/gen_fpgrowth_fixture.py: ties, single-item baskets, duplicates, empty
 -- baskets, a planted {a,b} -> {c} rule). Every support and rule metric within 1e-12.
