@@ -2,7 +2,8 @@
 //! `xsell.rules`, `xsell.recommend` and the type `xsell.itemsets`. The mining lives in the
 //! pure crate `xsell-fpgrowth`.
 
-use crate::common::{Code, LazyJsonb, Options, agg_state, check_interrupts, pool, progress, raise, take_state};
+use crate::common::partial::{self, Partial};
+use crate::common::{Code, LazyJsonb, Options, agg_state, check_interrupts, pool, progress, raise};
 use pgrx::prelude::*;
 use pgrx::{InOutFuncs, Internal, StringInfo};
 use serde::{Deserialize, Serialize};
@@ -181,34 +182,42 @@ fn fi_trans_bigint_opts(
     state
 }
 
+impl Partial for FpState {
+    fn merge_from(&mut self, other: Self) {
+        if self.min_support.is_none() {
+            self.min_support = other.min_support;
+        }
+        if self.opts.is_none() {
+            self.opts = other.opts;
+        }
+        self.baskets.merge(other.baskets).unwrap_or_else(|e| fp_error(e));
+    }
+
+    fn to_bytes(&mut self) -> Vec<u8> {
+        FpState::to_bytes(self)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Self {
+        FpState::from_bytes(bytes)
+    }
+}
+
 /// Combine function of `xsell.frequent_itemsets`.
 #[pg_extern(immutable, parallel_safe)]
 fn frequent_itemsets_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let (mut a, mut b) = (a, b);
-    let other = unsafe { take_state::<FpState>(&mut b) };
-    let st = unsafe { agg_state(&mut a, fcinfo, FpState::default) };
-    if let Some(other) = other {
-        if st.min_support.is_none() {
-            st.min_support = other.min_support;
-        }
-        if st.opts.is_none() {
-            st.opts = other.opts;
-        }
-        st.baskets.merge(other.baskets).unwrap_or_else(|e| fp_error(e));
-    }
-    a
+    partial::combine::<FpState>(a, b, fcinfo)
 }
 
 /// Serialization function of `xsell.frequent_itemsets`.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn frequent_itemsets_serial(state: Internal) -> Vec<u8> {
-    unsafe { state.get::<FpState>() }.map(FpState::to_bytes).unwrap_or_else(|| FpState::default().to_bytes())
+    partial::serial::<FpState>(state)
 }
 
 /// Deserialization function of `xsell.frequent_itemsets`.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn frequent_itemsets_deserial(bytes: &[u8], _unused: Internal) -> Internal {
-    Internal::new(FpState::from_bytes(bytes))
+    partial::deserial::<FpState>(bytes)
 }
 
 /// Calls `check_for_interrupts` on every progress report and logs a NOTICE about once a second.

@@ -1,7 +1,8 @@
 //! SQL layer of feature standardization: `xsell.scaler_fit`, `xsell.scale`, `xsell.unscale`
 //! and the type `xsell.scaler`. The statistics live in the pure crate `xsell-scaler`.
 
-use crate::common::{Code, F64Array, Row, agg_state, raise, take_state};
+use crate::common::partial::{self, Partial};
+use crate::common::{Code, F64Array, Row, agg_state, raise};
 use pgrx::prelude::*;
 use pgrx::{Internal, InOutFuncs, StringInfo};
 use serde::{Deserialize, Serialize};
@@ -59,33 +60,36 @@ fn scaler_fit_trans(
     state
 }
 
+impl Partial for ScalerState {
+    fn merge_from(&mut self, other: Self) {
+        self.merge(&other).unwrap_or_else(|e| scaler_error(e));
+    }
+
+    fn to_bytes(&mut self) -> Vec<u8> {
+        ScalerState::to_bytes(self)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Self {
+        ScalerState::from_bytes(bytes).unwrap_or_else(|e| scaler_error(e))
+    }
+}
+
 /// Combine function of `xsell.scaler_fit` (parallel aggregation): Chan's pairwise merge.
 #[pg_extern(immutable, parallel_safe)]
 fn scaler_fit_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let (mut a, mut b) = (a, b);
-    // SAFETY: both states are ScalerStates.
-    let other = unsafe { take_state::<ScalerState>(&mut b) };
-    let st = unsafe { agg_state(&mut a, fcinfo, ScalerState::new) };
-    if let Some(other) = other {
-        st.merge(&other).unwrap_or_else(|e| scaler_error(e));
-    }
-    a
+    partial::combine::<ScalerState>(a, b, fcinfo)
 }
 
 /// Serialization function of `xsell.scaler_fit` (partial states sent between processes).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn scaler_fit_serial(state: Internal) -> Vec<u8> {
-    let mut state = state;
-    // SAFETY: the state is a ScalerState.
-    let st = unsafe { state.get_mut::<ScalerState>() };
-    st.map(|s| s.to_bytes()).unwrap_or_else(|| ScalerState::new().to_bytes())
+    partial::serial::<ScalerState>(state)
 }
 
 /// Deserialization function of `xsell.scaler_fit`.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn scaler_fit_deserial(bytes: &[u8], _unused: Internal) -> Internal {
-    let st = ScalerState::from_bytes(bytes).unwrap_or_else(|e| scaler_error(e));
-    Internal::new(st)
+    partial::deserial::<ScalerState>(bytes)
 }
 
 /// Final function of `xsell.scaler_fit`: the fitted scaler, NULL when no row was seen.
