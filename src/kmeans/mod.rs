@@ -3,6 +3,7 @@
 //! `xsell.kmeans_distance`, `xsell.kmeans_centroids`, `xsell.silhouette`, `xsell.kmeans_sweep`
 //! and the type `xsell.kmeans_model`. The algorithms live in the pure crate `xsell-kmeans`.
 
+mod step;
 mod train;
 
 use crate::common::partial::{self, Partial, read_u64};
@@ -529,3 +530,34 @@ COMMENT ON FUNCTION xsell.silhouette_final(internal) IS 'Support function of the
         kmeans_clusters
     ]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const ROWS: &str = "(VALUES ('{0,0}'::float8[]), ('{0,1}'), ('{10,10}'), ('{10,11}'), ('{10,12}')) v(z)";
+
+    #[pg_test]
+    fn fit_assigns_clusters_by_descending_size() {
+        let sql = format!(
+            "SELECT xsell.kmeans_assign('{{10,10.5}}', (SELECT xsell.kmeans_fit(z, 2) FROM {ROWS}))"
+        );
+        // The 3-row cluster is the largest, so it is cluster 0.
+        assert_eq!(Spi::get_one::<i32>(&sql).unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn step_state_counts_and_moves_centroids() {
+        let sql = format!("SELECT xsell.kmeans_step(z, '{{{{0,0}},{{10,10}}}}')::text FROM {ROWS}");
+        let out = Spi::get_one::<String>(&sql).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["counts"], serde_json::json!([2, 3]));
+        assert_eq!(v["centroids"][1], serde_json::json!([10.0, 11.0]));
+    }
+
+    #[pg_test(error = "query must be exactly one SELECT statement, got 2 statements")]
+    fn train_refuses_more_than_one_statement() {
+        Spi::run("SELECT xsell.kmeans_train('SELECT 1; SELECT 2', 2)").unwrap();
+    }
+}

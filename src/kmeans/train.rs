@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::{Internal, JsonB};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use xsell_kmeans::{FeatureMoments, FirstCenter, Init, StepState};
+use xsell_kmeans::{FeatureMoments, FirstCenter, Init};
 
 /// Oversampling rounds of k-means|| (Bahmani et al. find 5 rounds enough).
 const SAMPLING_ROUNDS: u32 = 5;
@@ -27,8 +27,6 @@ enum PassState {
     Init { first: FirstCenter, moments: Option<FeatureMoments> },
     /// k-means|| oversampling round: cost w.r.t. `centers` and the rows sampled.
     Sample { centers: Vec<f64>, phi: f64, l: f64, seed: u64, round: u32, cost: f64, n: u64, sampled: Vec<f64>, d: usize },
-    /// A Lloyd step: per-cluster sums and counts w.r.t. `centers`.
-    Step { centers: Vec<f64>, step: StepState },
 }
 
 impl Partial for PassState {
@@ -50,7 +48,6 @@ impl Partial for PassState {
                 *n += n2;
                 sampled.extend_from_slice(&s2);
             }
-            (Step { step, .. }, Step { step: s2, .. }) => step.merge(&s2).unwrap_or_else(|e| km_error(e)),
             _ => raise(Code::ERRCODE_DATA_EXCEPTION, "kmeans pass: mismatched partial states"),
         }
     }
@@ -69,43 +66,6 @@ fn dense<'a>(f: &'a F64Array<'a>) -> &'a [f64] {
         Row::Dense(r) => r,
         Row::Sparse(_) => unreachable!("finite_row rejects NULL elements"),
     }
-}
-
-fn centers_arg(c: &F64Array<'_>, d: usize) -> Vec<f64> {
-    let dims = c.dims();
-    let ok = match dims.as_slice() {
-        [_, cols] => *cols == d,
-        [n] => *n % d == 0 && *n > 0,
-        _ => false,
-    };
-    if !ok {
-        raise(
-            Code::ERRCODE_ARRAY_ELEMENT_ERROR,
-            format!("centroids must be a k x {d} array (one row per cluster), got dimensions {dims:?}"),
-        );
-    }
-    match c.values() {
-        Row::Dense(v) if v.iter().all(|x| x.is_finite()) => v.to_vec(),
-        _ => raise(Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "centroids must be finite and not NULL"),
-    }
-}
-
-/// Transition of `xsell.kmeans_step(features, centroids)`.
-#[pg_extern(immutable, parallel_safe)]
-fn kmeans_step_trans(state: Internal, features: Option<F64Array<'_>>, centroids: Option<F64Array<'_>>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let mut state = state;
-    let st = unsafe { agg_state(&mut state, fcinfo, PassState::default) };
-    let (Some(f), Some(c)) = (features, centroids) else { return state };
-    let row = dense(&f);
-    if let PassState::Empty = st {
-        let centers = centers_arg(&c, row.len());
-        let step = StepState::new(centers.len() / row.len(), row.len()).unwrap_or_else(|e| km_error(e));
-        *st = PassState::Step { centers, step };
-    }
-    if let PassState::Step { centers, step } = st {
-        step.add(row, centers).unwrap_or_else(|e| km_error(e));
-    }
-    state
 }
 
 /// Transition of the internal pass aggregate `xsell.kmeans_pass(features, spec)`.
@@ -136,9 +96,6 @@ fn kmeans_pass_trans(state: Internal, features: Option<F64Array<'_>>, spec: Opti
             if xsell_kmeans::parallel_sample(row, centers, *phi, *l, *seed, *round).unwrap_or_else(|e| km_error(e)) {
                 sampled.extend_from_slice(row);
             }
-        }
-        PassState::Step { centers, step } => {
-            step.add(row, centers).unwrap_or_else(|e| km_error(e));
         }
         PassState::Empty => unreachable!(),
     }
@@ -171,11 +128,6 @@ fn start_pass(spec: &serde_json::Map<String, Value>, d: usize) -> PassState {
             sampled: Vec::new(),
             d,
         },
-        Some("step") => {
-            let c = centers();
-            let step = StepState::new(c.len() / d, d).unwrap_or_else(|e| km_error(e));
-            PassState::Step { centers: c, step }
-        }
         _ => raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "kmeans pass: unknown phase"),
     }
 }
@@ -193,16 +145,10 @@ fn finish_pass(st: &mut PassState) -> Option<Value> {
             json!({"n": m.n, "d": m.d, "first_center": first.into_row(), "mean_variance": mean_var})
         }
         PassState::Sample { cost, n, sampled, d, .. } => json!({"cost": cost, "n": n, "sampled": nested(&sampled, d)}),
-        PassState::Step { centers, step } => {
-            let new = step.centroids(&centers).unwrap_or_else(|e| km_error(e));
-            let shift = xsell_kmeans::center_shift_total(&centers, &new, step.d).unwrap_or_else(|e| km_error(e));
-            json!({"k": step.k, "n": step.n, "inertia": step.inertia, "counts": step.counts,
-                   "centroids": nested(&new, step.d), "center_shift": shift})
-        }
     })
 }
 
-/// Final function of `xsell.kmeans_step` and `xsell.kmeans_pass`.
+/// Final function of `xsell.kmeans_pass`.
 #[pg_extern(immutable, parallel_safe)]
 fn kmeans_pass_final(state: Internal) -> Option<JsonB> {
     let mut state = state;
@@ -210,19 +156,19 @@ fn kmeans_pass_final(state: Internal) -> Option<JsonB> {
     finish_pass(st).map(JsonB)
 }
 
-/// Combine function of `xsell.kmeans_step` and `xsell.kmeans_pass`.
+/// Combine function of `xsell.kmeans_pass`.
 #[pg_extern(immutable, parallel_safe)]
 fn kmeans_pass_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
     partial::combine::<PassState>(a, b, fcinfo)
 }
 
-/// Serialization function of `xsell.kmeans_step` and `xsell.kmeans_pass`.
+/// Serialization function of `xsell.kmeans_pass`.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn kmeans_pass_serial(state: Internal) -> Vec<u8> {
     partial::serial::<PassState>(state)
 }
 
-/// Deserialization function of `xsell.kmeans_step` and `xsell.kmeans_pass`.
+/// Deserialization function of `xsell.kmeans_pass`.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn kmeans_pass_deserial(bytes: &[u8], _unused: Internal) -> Internal {
     partial::deserial::<PassState>(bytes)
@@ -247,6 +193,16 @@ pub(crate) fn validate_query(query: &str) {
             raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "query must be a SELECT statement returning one float8[] column");
         }
     }
+}
+
+/// Runs one Lloyd pass (`xsell.kmeans_step`, typed fixed-size state) over the query.
+pub(crate) fn run_step(query: &str, centers: &[f64]) -> Option<Value> {
+    check_interrupts();
+    let sql = format!("SELECT xsell.kmeans_step(xsell_q.f, $1) FROM (\n{query}\n) AS xsell_q(f)");
+    let args = [DatumWithOid::from(centers.to_vec())];
+    let out: Option<JsonB> = Spi::connect(|client| client.select(&sql, None, &args)?.first().get_one::<JsonB>())
+        .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("kmeans_train: the query failed: {e}")));
+    out.map(|j| j.0)
 }
 
 /// Runs one pass over the query and returns its JSON result (NULL when the query has no rows).
@@ -289,7 +245,7 @@ pub(crate) fn train(query: &str, k: i32, options: Option<&serde_json::Map<String
         Init::KMeansPlusPlus => {
             let mut cands: Vec<f64> = init["first_center"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
             let l = 2.0 * k as f64;
-            let mut phi = run_pass(query, &json!({"phase": "step", "centers": cands}))
+            let mut phi = run_step(query, &cands)
                 .and_then(|v| v["inertia"].as_f64())
                 .unwrap_or(0.0);
             let mut round = 0;
@@ -306,7 +262,7 @@ pub(crate) fn train(query: &str, k: i32, options: Option<&serde_json::Map<String
                 cands.extend_from_slice(&sampled);
                 round += 1;
             }
-            let w = run_pass(query, &json!({"phase": "step", "centers": cands})).expect("rows");
+            let w = run_step(query, &cands).expect("rows");
             let weights: Vec<f64> = w["counts"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
             progress(|| format!("kmeans_train: reducing {} candidates to {k} centers", weights.len()));
             xsell_kmeans::reduce_candidates(&cands, &weights, d, k, seed, &pool, &mut reporter("kmeans_train"))
@@ -317,7 +273,7 @@ pub(crate) fn train(query: &str, k: i32, options: Option<&serde_json::Map<String
     let mut iterations = 0;
     let mut converged = false;
     while iterations < params.max_iter {
-        let res = run_pass(query, &json!({"phase": "step", "centers": centers})).expect("rows");
+        let res = run_step(query, &centers).expect("rows");
         iterations += 1;
         let shift = res["center_shift"].as_f64().unwrap_or(f64::INFINITY);
         centers = flat(&res["centroids"]);
@@ -328,7 +284,7 @@ pub(crate) fn train(query: &str, k: i32, options: Option<&serde_json::Map<String
         }
     }
     // Final E-step: sizes and inertia of the final centroids.
-    let last = run_pass(query, &json!({"phase": "step", "centers": centers})).expect("rows");
+    let last = run_step(query, &centers).expect("rows");
     let mut sizes: Vec<u64> = last["counts"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
     let mut model = xsell_kmeans::Model {
         k,
@@ -397,35 +353,27 @@ fn kmeans_sweep(
 
 extension_sql!(
     r#"
-CREATE AGGREGATE xsell.kmeans_step(features float8[], centroids float8[]) (
-    sfunc = xsell.kmeans_step_trans, stype = internal,
-    finalfunc = xsell.kmeans_pass_final, combinefunc = xsell.kmeans_pass_combine,
-    serialfunc = xsell.kmeans_pass_serial, deserialfunc = xsell.kmeans_pass_deserial,
-    parallel = safe);
 CREATE AGGREGATE xsell.kmeans_pass(features float8[], spec jsonb) (
     sfunc = xsell.kmeans_pass_trans, stype = internal,
     finalfunc = xsell.kmeans_pass_final, combinefunc = xsell.kmeans_pass_combine,
     serialfunc = xsell.kmeans_pass_serial, deserialfunc = xsell.kmeans_pass_deserial,
     parallel = safe);
-COMMENT ON AGGREGATE xsell.kmeans_step(float8[], float8[]) IS
-  'One Lloyd pass with a fixed-size state: assigns each row to the nearest of the given k x d centroids and returns jsonb {k, n, inertia, counts, centroids (the new means; an empty cluster keeps its centroid), center_shift}. Parallel safe; drive your own training with it.';
 COMMENT ON AGGREGATE xsell.kmeans_pass(float8[], jsonb) IS
   'Internal pass of xsell.kmeans_train (init / k-means|| sampling / Lloyd step), driven by a jsonb spec.';
 COMMENT ON FUNCTION xsell.kmeans_train(text, integer, jsonb) IS
   'K-means over the rows of a query returning one float8[] column, streaming in passes with bounded memory: k-means|| seeding (a handful of passes) then Lloyd passes, each a parallel-safe aggregate. The query must be one SELECT; it runs with the caller''s privileges. Options as kmeans_fit (seed, max_iter, tol, init: "k-means++" or explicit centroids).';
 COMMENT ON FUNCTION xsell.kmeans_sweep(text, integer[], jsonb) IS
   'Trains one model per k with xsell.kmeans_train and returns k, inertia, silhouette (sampled) and the model, to choose k.';
-COMMENT ON FUNCTION xsell.kmeans_step_trans(internal, float8[], float8[]) IS 'Support function of the aggregate xsell.kmeans_step (transition).';
 COMMENT ON FUNCTION xsell.kmeans_pass_trans(internal, float8[], jsonb) IS 'Support function of the aggregate xsell.kmeans_pass (transition).';
-COMMENT ON FUNCTION xsell.kmeans_pass_final(internal) IS 'Support function of the aggregates xsell.kmeans_step and xsell.kmeans_pass (final).';
-COMMENT ON FUNCTION xsell.kmeans_pass_combine(internal, internal) IS 'Support function of the aggregates xsell.kmeans_step and xsell.kmeans_pass (parallel combine).';
-COMMENT ON FUNCTION xsell.kmeans_pass_serial(internal) IS 'Support function of the aggregates xsell.kmeans_step and xsell.kmeans_pass (serialize).';
-COMMENT ON FUNCTION xsell.kmeans_pass_deserial(bytea, internal) IS 'Support function of the aggregates xsell.kmeans_step and xsell.kmeans_pass (deserialize).';
+COMMENT ON FUNCTION xsell.kmeans_pass_final(internal) IS 'Support function of the aggregate xsell.kmeans_pass (final).';
+COMMENT ON FUNCTION xsell.kmeans_pass_combine(internal, internal) IS 'Support function of the aggregate xsell.kmeans_pass (parallel combine).';
+COMMENT ON FUNCTION xsell.kmeans_pass_serial(internal) IS 'Support function of the aggregate xsell.kmeans_pass (serialize).';
+COMMENT ON FUNCTION xsell.kmeans_pass_deserial(bytea, internal) IS 'Support function of the aggregate xsell.kmeans_pass (deserialize).';
 "#,
     name = "kmeans_pass_aggregates",
     requires = [
         "kmeans_aggregates",
-        kmeans_step_trans,
+        "kmeans_step_aggregate",
         kmeans_pass_trans,
         kmeans_pass_final,
         kmeans_pass_combine,

@@ -112,10 +112,16 @@ CREATE TABLE many AS SELECT g AS id, ARRAY[sin(g) * 3, cos(g * 0.37) * 2, (g % 1
 ANALYZE many;
 SET max_parallel_workers_per_gather = 0;
 SELECT xsell.kmeans_fit(z, 5)::text AS serial_model FROM many \gset
+SELECT xsell.kmeans_step(z, '{{0,0,0},{2,1,1},{-2,-1,2}}')::text AS serial_step FROM many \gset
 SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
 SET max_parallel_workers_per_gather = 2; SET force_parallel_mode = on;
 EXPLAIN (COSTS OFF) SELECT xsell.kmeans_fit(z, 5) FROM many;
 SELECT xsell.kmeans_fit(z, 5)::text = :'serial_model' AS parallel_equals_serial FROM many;
+-- kmeans_step's typed bytea state is combined across workers (no serialize functions needed).
+EXPLAIN (COSTS OFF) SELECT xsell.kmeans_step(z, '{{0,0,0},{2,1,1},{-2,-1,2}}') FROM many;
+SELECT s -> 'counts' = :'serial_step'::jsonb -> 'counts' AS same_counts,
+       abs((s ->> 'inertia')::float8 / (:'serial_step'::jsonb ->> 'inertia')::float8 - 1) < 1e-12 AS same_inertia
+FROM (SELECT xsell.kmeans_step(z, '{{0,0,0},{2,1,1},{-2,-1,2}}') AS s FROM many) q;
 RESET ALL;
 SET client_min_messages = warning;
 DROP SCHEMA kmeans_test CASCADE;
