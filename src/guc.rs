@@ -1,6 +1,7 @@
 //! Configuration parameters (`SET xsell.<name> = ...`).
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 
 /// `xsell.verbose`: NOTICE-level progress messages from long-running work (training passes,
 /// mining, batched model inference).
@@ -14,7 +15,67 @@ pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// `xsell.kmeans_train`.
 pub static MAX_FIT_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
 
+/// `xsell.model_dir`: the folder models are read from (superuser only). Empty means the folder
+/// `make install` fills, `$(pg_config --sharedir)/extension/pg_xsell/models`.
+pub static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `xsell.embedding_model`: the model `xsell.embed` and the intent functions use by default.
+pub static EMBEDDING_MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"all-MiniLM-L6-v2"));
+
+/// `xsell.lm_model`: the causal language model the `xsell.lm_*` functions use by default.
+pub static LM_MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"SmolLM2-135M-Instruct.Q4_1"));
+
+/// `xsell.lm_max_tokens`: the most tokens one `xsell.lm_generate` call may generate.
+pub static LM_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(512);
+
+/// `xsell.lm_keep_quantized`: keep block-quantized GGUF weights quantized in memory.
+pub static LM_KEEP_QUANTIZED: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"xsell.model_dir",
+        c"Folder the pg_xsell model files are read from (superuser only).",
+        c"Empty means $sharedir/extension/pg_xsell/models, which make install fills. Models are addressed by name inside this folder only.",
+        &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"xsell.embedding_model",
+        c"Default sentence-embedding model of xsell.embed, xsell.embed_batch and the intent functions.",
+        c"A model name as listed by xsell.models().",
+        &EMBEDDING_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"xsell.lm_model",
+        c"Default causal language model of the xsell.lm_* functions.",
+        c"A model name as listed by xsell.models() (a .gguf file may be named without its suffix).",
+        &LM_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"xsell.lm_max_tokens",
+        c"Most tokens one xsell.lm_generate call may generate.",
+        c"Calls asking for more fail with an error instead of running for minutes.",
+        &LM_MAX_TOKENS,
+        1,
+        1 << 16,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"xsell.lm_keep_quantized",
+        c"Keep block-quantized GGUF weights quantized in memory.",
+        c"Off (default): weights are dequantized to float32 at load, which is faster on CPU. On: about 6x less memory per backend, somewhat slower; scores agree to float rounding.",
+        &LM_KEEP_QUANTIZED,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"xsell.max_fit_memory_mb",
         c"Memory (MB) an in-memory fit such as xsell.kmeans_fit may use for its rows.",
@@ -50,4 +111,9 @@ pub fn init() {
 /// Whether NOTICE progress is on.
 pub fn verbose() -> bool {
     VERBOSE.get()
+}
+
+/// The value of a string GUC (empty when unset).
+pub fn string(setting: &GucSetting<Option<CString>>) -> String {
+    setting.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -7,15 +7,21 @@
 //! - [`scaler`]: feature standardization (`xsell.scaler_fit`, `xsell.scale`, `xsell.unscale`).
 //! - [`kmeans`]: K-means segmentation (`xsell.kmeans_fit`, `xsell.kmeans_train`, `xsell.kmeans_assign`, ...).
 //! - [`fpgrowth`]: cross-sell rules (`xsell.frequent_itemsets`, `xsell.rules`, `xsell.recommend`).
+//! - [`models`]: the model registry (`xsell.models()`, `xsell.model_dir`, per-backend caches).
+//! - [`embed`]: sentence embeddings and intent scoring (`xsell.embed`, `xsell.intent_scores`, ...).
+//! - [`lm`]: causal-LM scoring and generation (`xsell.lm_loglik`, `xsell.lm_rank`, `xsell.lm_generate`, ...).
 //!
 //! Every SQL object lives in the schema `xsell` (fixed by `pg_xsell.control`).
 
 use pgrx::prelude::*;
 
 pub mod common;
-pub mod guc;
+pub mod embed;
 pub mod fpgrowth;
+pub mod guc;
 pub mod kmeans;
+pub mod lm;
+pub mod models;
 pub mod scaler;
 
 pgrx::pg_module_magic!();

@@ -105,6 +105,14 @@ impl<'a> Options<'a> {
         self.get(key).map(|v| v.as_str().unwrap_or_else(|| self.bad(key, "a string", v)))
     }
 
+    /// A boolean option.
+    pub fn boolean(&mut self, key: &'static str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(v) => v.as_bool().unwrap_or_else(|| self.bad(key, "true or false", v)),
+        }
+    }
+
     /// A raw option value.
     pub fn value(&mut self, key: &'static str) -> Option<&'a Value> {
         self.get(key)
