@@ -118,3 +118,74 @@ FROM (SELECT cs.segment, xsell.frequent_itemsets(b.items, 0.01) AS m
      xsell.rules(s.m, min_confidence => 0.3) r
 WHERE cardinality(r.antecedent) = 1 AND cardinality(r.consequent) = 1
 ORDER BY s.segment, r.lift DESC, r.confidence DESC;
+
+\echo
+\echo '== 8. Search intent: which category is each search query about? (embeddings, no Python)'
+-- Category descriptions are the labels; their embeddings are computed once per backend.
+DROP TABLE IF EXISTS shop.search_intent;
+CREATE TABLE shop.search_intent AS
+SELECT s.search_id, s.customer_id, s.query,
+       xsell.top_intent(s.query, (SELECT array_agg(description ORDER BY category_id) FROM shop.categories)) AS intent
+FROM shop.search_log s;
+SELECT DISTINCT i.query, c.name AS category
+FROM shop.search_intent i JOIN shop.categories c ON c.description = i.intent
+ORDER BY category, query;
+
+\echo
+\echo '== 9. Cross-domain opportunities: customers searching in a category they never bought from'
+SELECT c.name AS searched_category, count(DISTINCT i.customer_id) AS customers_new_to_it,
+       (SELECT array_agg(DISTINCT query) FROM shop.search_intent x WHERE x.intent = c.description) AS example_queries
+FROM shop.search_intent i JOIN shop.categories c ON c.description = i.intent
+WHERE NOT EXISTS (SELECT 1 FROM shop.orders o JOIN shop.order_lines ol USING (order_id)
+                  JOIN shop.products p USING (product_id)
+                  WHERE o.customer_id = i.customer_id AND p.category_id = c.category_id)
+GROUP BY c.name, c.description ORDER BY customers_new_to_it DESC;
+
+\echo
+\echo '== 10. Reviews reveal unmet needs: the closest product in another category'
+-- Product names are embedded once with embed_batch; each review is matched to them.
+DROP TABLE IF EXISTS shop.product_vectors;
+CREATE TABLE shop.product_vectors AS
+SELECT a.ids[b.ord] AS product_id, b.embedding
+FROM (SELECT array_agg(name ORDER BY product_id) AS names, array_agg(product_id ORDER BY product_id) AS ids
+      FROM shop.products) a, xsell.embed_batch(a.names) b;
+SELECT left(r.body, 60) AS review, bought.name AS reviewed, best.name AS suggest,
+       round(best.similarity::numeric, 2) AS similarity
+FROM shop.reviews r
+JOIN shop.products bought ON bought.product_id = r.product_id
+CROSS JOIN LATERAL (
+  SELECT p.name, xsell.cosine_similarity(v.embedding, xsell.embed(r.body)) AS similarity
+  FROM shop.product_vectors v JOIN shop.products p USING (product_id)
+  WHERE p.category_id <> bought.category_id
+  ORDER BY similarity DESC LIMIT 1) best
+ORDER BY r.review_id;
+
+\echo
+\echo '== 11. Next-purchase category from purchase history (causal LM: SmolLM2-135M, in-process)'
+-- The prompt describes a customer's three most recent purchases; lm_rank scores every
+-- category name as the continuation (the context is evaluated once).
+WITH last_bought AS (
+  SELECT o.customer_id, p.name, max(o.order_date) AS last_date
+  FROM shop.orders o JOIN shop.order_lines ol USING (order_id) JOIN shop.products p USING (product_id)
+  WHERE o.customer_id IN (12, 48, 77)
+  GROUP BY o.customer_id, p.name
+), recent AS (
+  SELECT customer_id, string_agg(name, ', ' ORDER BY last_date DESC, name) AS items
+  FROM (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY last_date DESC, name) AS n
+        FROM last_bought) x
+  WHERE n <= 3
+  GROUP BY customer_id
+)
+SELECT r.customer_id, left(r.items, 60) AS recent_purchases, k.candidate AS next_category,
+       round(k.probability::numeric, 2) AS probability
+FROM recent r,
+     xsell.lm_rank('A customer recently bought: ' || r.items || '. The next thing they will buy is from the category',
+                   (SELECT array_agg(' ' || name ORDER BY category_id) FROM shop.categories)) k
+WHERE k.rank <= 2
+ORDER BY r.customer_id, k.rank;
+
+\echo
+\echo '== 12. A service reply to a review, generated in the database (greedy, reproducible)'
+SELECT left(body, 70) AS review,
+       xsell.lm_generate(body, 48, '{"system": "You are a helpful customer service agent of an online shop. Reply in one or two short sentences."}') AS reply
+FROM shop.reviews WHERE review_id IN (2, 4);

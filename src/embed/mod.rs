@@ -299,7 +299,7 @@ mod tests {
     fn embed_is_unit_length_and_384_dims() {
         let n = Spi::get_one::<i32>("SELECT array_length(xsell.embed('running shoes'), 1)").unwrap().unwrap();
         assert_eq!(n, 384);
-        let norm = cos("SELECT sqrt(sum(x * x)) FROM unnest(xsell.embed('running shoes')) x");
+        let norm = cos("SELECT sqrt(sum(x * x)) FROM unnest(xsell.embed('running shoes')::float8[]) x");
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
     }
 
