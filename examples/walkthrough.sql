@@ -163,7 +163,7 @@ ORDER BY r.review_id;
 \echo
 \echo '== 11. Next-purchase category from purchase history (causal LM: SmolLM2-135M, in-process)'
 -- The prompt describes a customer's three most recent purchases; lm_rank scores every
--- category name as the continuation (the context is evaluated once).
+-- category name as the continuation (the context is evaluated once, the candidates batched).
 WITH last_bought AS (
   SELECT o.customer_id, p.name, max(o.order_date) AS last_date
   FROM shop.orders o JOIN shop.order_lines ol USING (order_id) JOIN shop.products p USING (product_id)
@@ -176,16 +176,26 @@ WITH last_bought AS (
   WHERE n <= 3
   GROUP BY customer_id
 )
-SELECT r.customer_id, left(r.items, 60) AS recent_purchases, k.candidate AS next_category,
-       round(k.probability::numeric, 2) AS probability
-FROM recent r,
-     xsell.lm_rank('A customer recently bought: ' || r.items || '. The next thing they will buy is from the category',
-                   (SELECT array_agg(' ' || name ORDER BY category_id) FROM shop.categories)) k
-WHERE k.rank <= 2
-ORDER BY r.customer_id, k.rank;
+SELECT customer_id, recent_purchases, next_category, round(lift::numeric, 1) AS lift_vs_prior
+FROM (
+  SELECT r.customer_id, r.items AS recent_purchases, k.candidate AS next_category,
+         -- How much the history raises each category over the model's prior (PMI-style
+         -- calibration: a small LM otherwise favours generic continuations).
+         exp(k.loglik - p.loglik) AS lift,
+         row_number() OVER (PARTITION BY r.customer_id ORDER BY k.loglik - p.loglik DESC) AS n
+  FROM recent r,
+       xsell.lm_rank('A customer recently bought: ' || r.items || '. The next thing they will buy is from the category',
+                     (SELECT array_agg(' ' || name ORDER BY category_id) FROM shop.categories)) k,
+       xsell.lm_rank('A customer recently bought some things. The next thing they will buy is from the category',
+                     (SELECT array_agg(' ' || name ORDER BY category_id) FROM shop.categories)) p
+  WHERE p.candidate = k.candidate
+) x
+WHERE n <= 2
+ORDER BY customer_id, n;
 
 \echo
 \echo '== 12. A service reply to a review, generated in the database (greedy, reproducible)'
 SELECT left(body, 70) AS review,
-       xsell.lm_generate(body, 48, '{"system": "You are a helpful customer service agent of an online shop. Reply in one or two short sentences."}') AS reply
+       xsell.lm_generate('Write a short, friendly reply to this customer review: ' || body, 48,
+                         '{"system": "You are the customer service team of an online shop."}') AS reply
 FROM shop.reviews WHERE review_id IN (2, 4);
