@@ -18,6 +18,11 @@ thread_local! {
     static MODELS: RefCell<ModelCache<CausalLm>> = RefCell::new(ModelCache::default());
 }
 
+/// Tokens per forward pass. Cancel is checked between passes; one pass of 256 tokens of
+/// SmolLM2-135M takes about 0.3 s on 2 cores, so cancel and statement_timeout take effect
+/// within a second (512 took up to 1.7 s) at no measurable loss of throughput.
+const BATCH_TOKENS: usize = 256;
+
 /// Maps a language-model error to an SQL error.
 fn lm_error(e: LmError) -> ! {
     let code = match &e {
@@ -41,7 +46,11 @@ fn model(name: Option<&str>) -> Arc<CausalLm> {
     let keep_quantized = crate::guc::LM_KEEP_QUANTIZED.get();
     let key = format!("{name}\u{0}{keep_quantized}");
     models::with_cache(&MODELS, |c| {
-        c.get(&key, &r, |p| CausalLm::load(p, LoadOptions { keep_quantized }).unwrap_or_else(|e| lm_error(e)))
+        c.get(&key, &r, |p| {
+            let mut m = CausalLm::load(p, LoadOptions { keep_quantized }).unwrap_or_else(|e| lm_error(e));
+            m.set_batch_tokens(BATCH_TOKENS).unwrap_or_else(|e| lm_error(e));
+            m
+        })
     })
     .model
 }

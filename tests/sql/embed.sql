@@ -84,6 +84,10 @@ SET ROLE embed_test_user;
 SET xsell.model_dir = '/etc';
 RESET ROLE;
 DROP ROLE embed_test_user;
+-- Long work is cancellable: statement_timeout stops a big batch (checked between mini-batches).
+SET statement_timeout = '300ms';
+SELECT count(*) FROM xsell.embed_batch(array(SELECT repeat('word ', 200) || g FROM generate_series(1, 2000) g));
+RESET statement_timeout;
 -- NULL in, NULL out.
 SELECT xsell.embed(NULL) IS NULL AS null_text;
 

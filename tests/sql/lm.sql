@@ -50,3 +50,9 @@ SELECT xsell.lm_perplexity('hi', 'all-MiniLM-L6-v2');
 SELECT xsell.lm_perplexity('hi', '.hidden');
 SELECT xsell.lm_loglik('hi', 'there', 'missing-model');
 SELECT xsell.lm_loglik(NULL) IS NULL AS null_in_null_out;
+-- Long work is cancellable (checked between forward passes of 256 tokens and generated tokens).
+SET statement_timeout = '300ms';
+SELECT xsell.lm_loglik(repeat('buy more shoes ', 3000));
+SELECT xsell.lm_generate('Tell me a long story.', 512);
+SELECT count(*) FROM xsell.lm_rank(repeat('context ', 2000), array(SELECT ' candidate ' || g FROM generate_series(1, 500) g));
+RESET statement_timeout;

@@ -527,7 +527,12 @@ impl CausalLm {
         }
         let mut ctx_ids = None;
         let mut conts = Vec::with_capacity(candidates.len());
-        for c in candidates {
+        for (i, c) in candidates.iter().enumerate() {
+            // Tokenizing context + candidate for many candidates of a long context takes a
+            // while: stay cancellable.
+            if i % 16 == 15 {
+                interrupt();
+            }
             let (ctx, cont) = self.encode_pair(context, c)?;
             ctx_ids = Some(ctx);
             conts.push(cont);
