@@ -160,6 +160,19 @@ CROSS JOIN LATERAL (
   ORDER BY similarity DESC LIMIT 1) best
 ORDER BY r.review_id;
 
+-- The same reviews scored against the category descriptions: where a review points away
+-- from the category of the product it reviews, there is a cross-category need.
+SELECT left(r.body, 60) AS review, rc.name AS reviewed_category, nc.name AS points_to,
+       round(top.score::numeric, 2) AS score
+FROM shop.reviews r
+JOIN shop.products bought ON bought.product_id = r.product_id
+JOIN shop.categories rc ON rc.category_id = bought.category_id
+CROSS JOIN LATERAL (
+  SELECT label, score FROM xsell.intent_scores(r.body, (SELECT array_agg(description ORDER BY category_id) FROM shop.categories))
+  WHERE label <> rc.description ORDER BY score DESC LIMIT 1) top
+JOIN shop.categories nc ON nc.description = top.label
+ORDER BY r.review_id;
+
 \echo
 \echo '== 11. Next-purchase category from purchase history (causal LM: SmolLM2-135M, in-process)'
 -- The prompt describes a customer's three most recent purchases; lm_rank scores every

@@ -100,6 +100,32 @@ fn folder_kind(dir: &Path) -> Option<Kind> {
     }
 }
 
+/// The models in a folder (folders with config.json; .gguf files, named without the
+/// suffix), sorted by name.
+fn installed(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let file = e.file_name().to_string_lossy().into_owned();
+                    let path = e.path();
+                    if file.starts_with('.') {
+                        None
+                    } else if path.is_dir() && path.join("config.json").is_file() {
+                        Some((file, path))
+                    } else if is_gguf_file(&path) {
+                        Some((file.trim_end_matches(".gguf").to_string(), path))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Resolves a name in the model folder; ERROR 42704 when nothing of that name is installed.
 pub fn resolve(name: &str) -> Resolved {
     check_name(name);
@@ -115,14 +141,18 @@ pub fn resolve(name: &str) -> Resolved {
     };
     match found {
         Some((path, kind)) => Resolved { name: name.to_string(), path, kind },
-        None => raise_detail(
-            Code::ERRCODE_UNDEFINED_OBJECT,
-            format!("model \"{name}\" is not installed"),
-            format!(
-                "Looked in {} (xsell.model_dir). SELECT * FROM xsell.models() lists the installed models.",
-                dir.display()
-            ),
-        ),
+        None => {
+            let installed: Vec<String> = installed(&dir).into_iter().map(|(n, _)| n).collect();
+            raise_detail(
+                Code::ERRCODE_UNDEFINED_OBJECT,
+                format!("model \"{name}\" is not installed"),
+                format!(
+                    "Installed in {} (xsell.model_dir): {}.",
+                    dir.display(),
+                    if installed.is_empty() { "none".to_string() } else { installed.join(", ") }
+                ),
+            )
+        }
     }
 }
 
@@ -245,32 +275,14 @@ fn models() -> TableIterator<
     ),
 > {
     let dir = model_dir();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) => raise_detail(
+    if let Err(e) = std::fs::read_dir(&dir) {
+        raise_detail(
             Code::ERRCODE_UNDEFINED_FILE,
             format!("cannot read the model folder {}: {e}", dir.display()),
             "make install provisions the models; a superuser can set xsell.model_dir.",
-        ),
-    };
-    let mut names: Vec<(String, PathBuf)> = rd
-        .flatten()
-        .filter_map(|e| {
-            let file = e.file_name().to_string_lossy().into_owned();
-            if file.starts_with('.') {
-                return None;
-            }
-            let path = e.path();
-            if path.is_dir() && path.join("config.json").is_file() {
-                Some((file, path))
-            } else if is_gguf_file(&path) {
-                Some((file.trim_end_matches(".gguf").to_string(), path))
-            } else {
-                None
-            }
-        })
-        .collect();
-    names.sort();
+        );
+    }
+    let names = installed(&dir);
     let mut rows = Vec::new();
     for (name, path) in names {
         let kind = if path.is_dir() { folder_kind(&path) } else { Some(Kind::CausalLm) };
@@ -301,3 +313,69 @@ COMMENT ON FUNCTION xsell.models() IS
     name = "comment_models",
     requires = [models]
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use std::path::PathBuf;
+
+    /// A private model folder (written by the backend, as the server's OS user) holding a
+    /// GGUF file cut after its header and a MiniLM folder whose weights are cut in half.
+    fn corrupt_model_dir(tag: &str) -> PathBuf {
+        let dir = PathBuf::from(format!("/tmp/pg_xsell-corrupt-models-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("broken-minilm/1_Pooling")).unwrap();
+        std::fs::write(dir.join("truncated.gguf"), b"GGUF\x03\x00\x00\x00\x05\x00").unwrap();
+        let real = super::default_model_dir().join("all-MiniLM-L6-v2");
+        for f in ["config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+            std::fs::copy(real.join(f), dir.join("broken-minilm").join(f)).unwrap();
+        }
+        let w = std::fs::read(real.join("model.safetensors")).unwrap();
+        std::fs::write(dir.join("broken-minilm/model.safetensors"), &w[..w.len() / 2]).unwrap();
+        Spi::run(&format!("SET xsell.model_dir = '{}'", dir.display())).unwrap();
+        dir
+    }
+
+    #[pg_test]
+    fn models_lists_both_kinds() {
+        let e = Spi::get_one::<String>(
+            "SELECT string_agg(name, ', ' ORDER BY name) FROM xsell.models()",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(e.contains("all-MiniLM-L6-v2") && e.contains("SmolLM2-135M-Instruct.Q4_1"), "{e}");
+    }
+
+    #[pg_test(error = "invalid or corrupt model: cannot parse the GGUF header: failed to fill whole buffer")]
+    fn truncated_gguf_is_an_error() {
+        corrupt_model_dir("gguf");
+        Spi::run("SELECT xsell.lm_loglik('a', 'b', 'truncated')").unwrap();
+    }
+
+    #[pg_test(error = "corrupt model file /tmp/pg_xsell-corrupt-models-embed/broken-minilm/model.safetensors: tensor \"embeddings.word_embeddings.weight\": data_offsets [796672, 47678464] lie outside the 45422772-byte data section (truncated file?)")]
+    fn truncated_safetensors_is_an_error() {
+        corrupt_model_dir("embed");
+        Spi::run("SELECT xsell.embed('a', 'broken-minilm')").unwrap();
+    }
+
+    /// A model loaded from a folder, whose weights file is then replaced, is loaded again
+    /// (here: the replacement is corrupt, so the next call fails instead of serving the
+    /// cached copy).
+    #[pg_test(error = "corrupt model file /tmp/pg_xsell-corrupt-models-reload/good-minilm/model.safetensors: tensor \"embeddings.word_embeddings.weight\": data_offsets [796672, 47678464] lie outside the 45422772-byte data section (truncated file?)")]
+    fn replaced_model_files_are_reloaded() {
+        let dir = corrupt_model_dir("reload");
+        let good = dir.join("good-minilm");
+        std::fs::create_dir_all(good.join("1_Pooling")).unwrap();
+        let real = super::default_model_dir().join("all-MiniLM-L6-v2");
+        for f in ["config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "model.safetensors"] {
+            std::fs::copy(real.join(f), good.join(f)).unwrap();
+        }
+        let v = Spi::get_one::<Vec<f32>>("SELECT xsell.embed('tent', 'good-minilm')").unwrap().unwrap();
+        assert_eq!(v.len(), 384);
+        // Replace the weights by a new file (rename over it, as an upgrade would).
+        std::fs::copy(dir.join("broken-minilm/model.safetensors"), good.join("model.safetensors.new")).unwrap();
+        std::fs::rename(good.join("model.safetensors.new"), good.join("model.safetensors")).unwrap();
+        Spi::run("SELECT xsell.embed('tent', 'good-minilm')").unwrap();
+    }
+}
