@@ -43,11 +43,8 @@ fn version() -> String {
     )
 }
 
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION xsell.version() IS
-  'pg_xsell version with the pgrx and PostgreSQL versions it was built for.';
-"#,
+extension_sql_file!(
+    "../sql/version.sql",
     name = "comment_version",
     requires = [version]
 );

@@ -305,11 +305,8 @@ fn models() -> TableIterator<
     TableIterator::new(rows)
 }
 
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION xsell.models() IS
-  'Models installed in xsell.model_dir: name (what the model arguments take), kind (embedding or causal_lm), file format, parameter count, output dimensions of embedding models and the token window.';
-"#,
+extension_sql_file!(
+    "../../sql/models.sql",
     name = "comment_models",
     requires = [models]
 );
