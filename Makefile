@@ -11,8 +11,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PG_MAJOR      := $(shell python3 scripts/pins get postgres.major 2>/dev/null || echo 15)
-PGRX_VERSION  := $(shell python3 scripts/pins get pgrx.version 2>/dev/null)
+# Read with sed, not scripts/pins: python3 may be missing until `deps` has installed it.
+toml_value     = $(shell sed -n '/^\[$(1)\]/,/^\[/s/^$(2) *= *"\{0,1\}\([^" ]*\)"\{0,1\}.*/\1/p' pgrx.toml | head -n 1)
+PG_MAJOR      := $(call toml_value,postgres,major)
+PGRX_VERSION  := $(call toml_value,pgrx,version)
 PG_CONFIG     ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 XSELL_CACHE   ?= $(HOME)/.cache/pg_xsell
 export XSELL_CACHE

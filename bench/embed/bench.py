@@ -41,16 +41,15 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 
-DEFAULT_MODEL = "/usr/share/postgresql/15/extension/pg_xsell/models/all-MiniLM-L6-v2"
 p = argparse.ArgumentParser()
 p.add_argument("--dsn", default=os.environ.get("XSELL_BENCH_DSN", "host=localhost port=5433 user=postgres dbname=xsell_bench"))
 p.add_argument("--n", type=int, default=int(os.environ.get("XSELL_BENCH_N", 2000)), help="product texts")
-p.add_argument("--model", default=os.environ.get("XSELL_BENCH_MINILM", DEFAULT_MODEL), help="sentence-transformers folder of the peer")
+p.add_argument("--model", default=os.environ.get("XSELL_BENCH_MINILM"), required="XSELL_BENCH_MINILM" not in os.environ, help="the installed model folder, for the peer (bench/run sets XSELL_BENCH_MINILM)")
 p.add_argument("--peak-gflops", type=float, default=270.0, help="f32 matmul peak of this machine (OpenBLAS sgemm)")
 p.add_argument("--sessions", type=int, default=4, help="concurrent sessions for the RSS measurement")
 p.add_argument("--clients", type=int, default=8, help="pgbench sessions")
 p.add_argument("--pgbench-seconds", type=int, default=int(os.environ.get("XSELL_BENCH_PGBENCH_SECONDS", 60)))
-p.add_argument("--pgbench", default=os.environ.get("XSELL_BENCH_PGBENCH", "/usr/lib/postgresql/15/bin/pgbench"))
+p.add_argument("--pgbench", default=os.environ.get("XSELL_BENCH_PGBENCH", "pgbench"))
 a = p.parse_args()
 
 CORES = os.cpu_count() or 1

@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 p = argparse.ArgumentParser()
 p.add_argument("--dsn", default=os.environ.get("XSELL_BENCH_DSN", "host=localhost port=5433 user=postgres dbname=xsell_bench"))
 p.add_argument("--rows", type=int, default=1_000_000)
-p.add_argument("--train-sizes", default="100000,1000000")
+p.add_argument("--train-sizes", default="100000,1000000,10000000")
 p.add_argument("--workers", default="0,1,2")
 a = p.parse_args()
 D, K = 16, 8

@@ -38,13 +38,13 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_GGUF = "/usr/share/postgresql/15/extension/pg_xsell/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 p = argparse.ArgumentParser()
 p.add_argument("--dsn", default=os.environ.get("XSELL_BENCH_DSN", "host=localhost port=5433 user=postgres dbname=xsell_bench"))
 p.add_argument("--n", type=int, default=int(os.environ.get("XSELL_BENCH_LM_N", 2000)), help="texts")
 p.add_argument("--single-n", type=int, default=int(os.environ.get("XSELL_BENCH_LM_SINGLE_N", 200)),
                help="texts for the peer's one-at-a-time run (slow: a subset, reported as tok/s)")
-p.add_argument("--gguf", default=os.environ.get("XSELL_BENCH_SMOLLM", DEFAULT_GGUF))
+p.add_argument("--gguf", default=os.environ.get("XSELL_BENCH_SMOLLM"), required="XSELL_BENCH_SMOLLM" not in os.environ,
+               help="the installed GGUF file, for the peer (bench/run sets XSELL_BENCH_SMOLLM)")
 p.add_argument("--peer-batch", type=int, default=16)
 p.add_argument("--gen-tokens", type=int, default=64)
 p.add_argument("--repeat", type=int, default=3, help="best of, for lm_rank and lm_generate")
