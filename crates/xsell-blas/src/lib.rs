@@ -1,5 +1,7 @@
 //! Minimal, safe wrapper over the system OpenBLAS single-precision matrix
-//! multiply (`cblas_sgemm`, row-major) plus OpenBLAS thread control.
+//! multiply (`cblas_sgemm`, row-major) plus OpenBLAS thread control, and the
+//! small-row kernels ([`sgemm_nt_small`]) used when only a few activation rows
+//! (one short text) meet a weight matrix.
 //!
 //! The crate links the shared system library `libopenblas.so` (Debian package
 //! `libopenblas-dev`; the 32-bit-integer interface). Every call checks its
@@ -9,6 +11,10 @@
 //! Thread count: OpenBLAS keeps one process-wide setting, see [`set_threads`].
 //! Calls that are too small for threading run on the calling thread; larger ones
 //! use OpenBLAS's own worker threads and return when the product is complete.
+
+mod small;
+
+pub use small::{sgemm_nt_small, sgemm_nt_small_unchecked, small_kernel};
 
 use std::ffi::CStr;
 use std::fmt;

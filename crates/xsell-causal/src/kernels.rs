@@ -4,7 +4,8 @@
 //! compiled twice: once for the baseline target and once with AVX2+FMA enabled, chosen at
 //! run time (the extension must run on any x86-64, so no compile-time `target-cpu`).
 //! Matrix products go through the `gemm` crate (the engine candle uses on CPU), which
-//! dispatches on CPU features at run time too and runs on the current rayon pool.
+//! dispatches on CPU features at run time too and runs on the current rayon pool; products
+//! with few activation rows use xsell-blas's unpacked small-row kernels instead.
 
 use gemm::Parallelism;
 
@@ -460,6 +461,7 @@ pub(crate) fn matmul_small(
 /// Safety: `x` holds `m x k`, `w` holds `rows x k`, and dst(i, j) = `dst + i*ld + j` is
 /// valid for `i < m`, `j < rows`.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn matmul_small_unchecked(
     m: usize,
     rows: usize,
@@ -470,145 +472,8 @@ pub(crate) unsafe fn matmul_small_unchecked(
     ld: usize,
     acc: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2() {
-            // SAFETY: CPU features checked; pointers forwarded from the caller.
-            unsafe { avx::block(m, rows, k, x, w, dst, ld, acc) };
-            return;
-        }
-    }
-    // SAFETY: forwarded contract.
-    unsafe { small_block_scalar(m, rows, k, x, w, dst, ld, acc) }
-}
-
-/// Portable version of `matmul_small_unchecked` (same contract).
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_block_scalar(
-    m: usize,
-    rows: usize,
-    k: usize,
-    x: *const f32,
-    w: *const f32,
-    dst: *mut f32,
-    ld: usize,
-    acc: bool,
-) {
-    for j in 0..rows {
-        for i in 0..m {
-            // SAFETY: in bounds per the function contract.
-            unsafe {
-                let xs = std::slice::from_raw_parts(x.add(i * k), k);
-                let ws = std::slice::from_raw_parts(w.add(j * k), k);
-                let mut s = 0f32;
-                for (a, b) in xs.iter().zip(ws) {
-                    s += a * b;
-                }
-                let d = dst.add(i * ld + j);
-                *d = if acc { *d + s } else { s };
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx {
-    use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// R weight rows x C activation rows; 12 accumulators + 3 + 1 registers at most.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize, const C: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        dst: *mut f32,
-        ld: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller guarantees C rows of x, R rows of w (k values each) and the
-        // C x R destination elements are valid.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); C]; R];
-            let kv = k & !7;
-            let mut p = 0;
-            while p < kv {
-                let mut xv = [_mm256_setzero_ps(); C];
-                for (i, v) in xv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(x.add(i * k + p));
-                }
-                for (a, row) in acc.iter_mut().enumerate() {
-                    let wv = _mm256_loadu_ps(w.add(a * k + p));
-                    for (i, ac) in row.iter_mut().enumerate() {
-                        *ac = _mm256_fmadd_ps(wv, xv[i], *ac);
-                    }
-                }
-                p += 8;
-            }
-            for (a, row) in acc.iter().enumerate() {
-                for (i, ac) in row.iter().enumerate() {
-                    let mut s = hsum(*ac);
-                    for t in kv..k {
-                        s += *x.add(i * k + t) * *w.add(a * k + t);
-                    }
-                    let d = dst.add(i * ld + a);
-                    *d = if accumulate { *d + s } else { s };
-                }
-            }
-        }
-    }
-
-    /// Safety: as `super::matmul_small_unchecked`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn block(
-        m: usize,
-        rows: usize,
-        k: usize,
-        x: *const f32,
-        w: *const f32,
-        dst: *mut f32,
-        ld: usize,
-        acc: bool,
-    ) {
-        let mut j = 0;
-        while j < rows {
-            let r = (rows - j).min(4);
-            let mut i = 0;
-            while i < m {
-                let c = (m - i).min(3);
-                // SAFETY: i + c <= m and j + r <= rows.
-                unsafe {
-                    let (xp, wp, dp) = (x.add(i * k), w.add(j * k), dst.add(i * ld + j));
-                    match (r, c) {
-                        (4, 3) => tile::<4, 3>(xp, wp, k, dp, ld, acc),
-                        (4, 2) => tile::<4, 2>(xp, wp, k, dp, ld, acc),
-                        (4, _) => tile::<4, 1>(xp, wp, k, dp, ld, acc),
-                        (3, 3) => tile::<3, 3>(xp, wp, k, dp, ld, acc),
-                        (3, 2) => tile::<3, 2>(xp, wp, k, dp, ld, acc),
-                        (3, _) => tile::<3, 1>(xp, wp, k, dp, ld, acc),
-                        (2, 3) => tile::<2, 3>(xp, wp, k, dp, ld, acc),
-                        (2, 2) => tile::<2, 2>(xp, wp, k, dp, ld, acc),
-                        (2, _) => tile::<2, 1>(xp, wp, k, dp, ld, acc),
-                        (_, 3) => tile::<1, 3>(xp, wp, k, dp, ld, acc),
-                        (_, 2) => tile::<1, 2>(xp, wp, k, dp, ld, acc),
-                        (_, _) => tile::<1, 1>(xp, wp, k, dp, ld, acc),
-                    }
-                }
-                i += c;
-            }
-            j += r;
-        }
-    }
+    // SAFETY: forwarded contract (xsell-blas picks the AVX-512, AVX2 or scalar kernel).
+    unsafe { xsell_blas::sgemm_nt_small_unchecked(m, rows, k, x, w, dst, ld, acc) }
 }
 
 #[cfg(test)]
@@ -796,28 +661,6 @@ mod tests {
                         );
                     }
                     assert_eq!(a[0], 0.5);
-                    let mut c = vec![0f32; m * ld + 1];
-                    // SAFETY: sizes as documented.
-                    unsafe {
-                        small_block_scalar(
-                            m,
-                            rows,
-                            k,
-                            x.as_ptr(),
-                            w.as_ptr(),
-                            c.as_mut_ptr().add(1),
-                            ld,
-                            false,
-                        )
-                    };
-                    if !acc {
-                        for i in 0..m {
-                            for j in 0..rows {
-                                let (u, v) = (c[1 + i * ld + j], b[1 + i * ld + j]);
-                                assert!((u - v).abs() < 1e-4 * v.abs().max(1.0));
-                            }
-                        }
-                    }
                 }
             }
         }

@@ -235,7 +235,7 @@ impl Bert {
                 }
             }
         });
-        if gemm::AVAILABLE && t <= gemm::SMALL_M_MAX {
+        if t <= gemm::SMALL_M_MAX {
             gemm::xwt_add(pool, x, t, k, self.w(w), n, out, n)?;
         } else {
             sgemm(

@@ -2,24 +2,17 @@
 //! `out[i, j] += sum_p x[i, p] * w[j, p]` with `w` the `[n, k]` weight matrix.
 //!
 //! OpenBLAS packs the whole weight matrix into a buffer on every call, which
-//! dominates when only a handful of token rows are multiplied. This kernel reads
-//! the weights in place, once, keeping 3 x 4 dot products in AVX registers. It is
-//! compiled only for targets with AVX2 and FMA (e.g. `-C target-cpu=native` on a
-//! current x86-64); elsewhere [`AVAILABLE`] is false and callers use `sgemm`.
+//! dominates when only a handful of token rows are multiplied. xsell-blas's
+//! small-row kernels ([`xsell_blas::sgemm_nt_small`]: AVX-512, AVX2 or scalar,
+//! chosen at run time) read the weights in place, once; this module splits the
+//! output columns over the compute pool.
 
 use crate::EmbedError;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
-/// Products with at most this many rows use this kernel (when [`AVAILABLE`]).
+/// Products with at most this many rows use the small-row kernel.
 pub(crate) const SMALL_M_MAX: usize = 48;
-
-/// Whether the AVX2/FMA kernel is compiled in.
-pub(crate) const AVAILABLE: bool = cfg!(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-));
 
 /// Output columns per parallel task (a multiple of the 4-column block).
 const COLS_PER_TASK: usize = 64;
@@ -27,6 +20,19 @@ const COLS_PER_TASK: usize = 64;
 fn shape_err(what: &str) -> EmbedError {
     EmbedError::InvalidParameter {
         message: format!("small gemm: {what}"),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to give rayon tasks disjoint column ranges of one output buffer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -56,186 +62,35 @@ pub(crate) fn xwt_add(
     if out.len() < (m - 1) * ldo + n {
         return Err(shape_err("output slice too short"));
     }
+    let dst = SendPtr(out.as_mut_ptr());
+    // SAFETY: the shapes were checked above; each call covers the columns j0..j0+nj of
+    // the m output rows, and parallel tasks get disjoint column ranges.
+    let run = |j0: usize, nj: usize| unsafe {
+        xsell_blas::sgemm_nt_small_unchecked(
+            m,
+            nj,
+            k,
+            x.as_ptr(),
+            w.as_ptr().add(j0 * k),
+            dst.get().add(j0),
+            ldo,
+            true,
+        )
+    };
     match pool {
         Some(p) if p.current_num_threads() > 1 && n >= 2 * COLS_PER_TASK => {
-            let tasks = n.div_ceil(COLS_PER_TASK);
-            let parts: Vec<(usize, Vec<f32>)> = p.install(|| {
-                (0..tasks)
+            p.install(|| {
+                (0..n.div_ceil(COLS_PER_TASK))
                     .into_par_iter()
-                    .map(|t| {
+                    .for_each(|t| {
                         let j0 = t * COLS_PER_TASK;
-                        let nj = COLS_PER_TASK.min(n - j0);
-                        let mut part = vec![0.0f32; m * nj];
-                        kernel(x, m, k, &w[j0 * k..(j0 + nj) * k], nj, &mut part, nj);
-                        (j0, part)
+                        run(j0, COLS_PER_TASK.min(n - j0));
                     })
-                    .collect()
             });
-            for (j0, part) in parts {
-                let nj = part.len() / m;
-                for i in 0..m {
-                    let o = &mut out[i * ldo + j0..i * ldo + j0 + nj];
-                    for (a, b) in o.iter_mut().zip(&part[i * nj..(i + 1) * nj]) {
-                        *a += b;
-                    }
-                }
-            }
         }
-        _ => kernel(x, m, k, w, n, out, ldo),
+        _ => run(0, n),
     }
     Ok(())
-}
-
-/// Dispatches to the vector kernel or the scalar fallback; shapes are checked by the caller.
-fn kernel(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, out: &mut [f32], ldo: usize) {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: the caller checked x.len() >= m*k, w.len() >= n*k and
-        // out.len() >= (m-1)*ldo + n; the kernel touches only those elements.
-        unsafe { avx::xwt_add(x.as_ptr(), m, k, w.as_ptr(), n, out.as_mut_ptr(), ldo) }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        for i in 0..m {
-            for j in 0..n {
-                out[i * ldo + j] +=
-                    crate::math::dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
-            }
-        }
-    }
-}
-
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-mod avx {
-    use std::arch::x86_64::*;
-
-    /// Sum of the 8 lanes.
-    #[inline(always)]
-    fn hsum(v: __m256) -> f32 {
-        // SAFETY: register-only intrinsics; the module is compiled only with AVX2.
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            _mm_cvtss_f32(s)
-        }
-    }
-
-    /// One block of `MI` rows of x times `NJ` rows of w.
-    ///
-    /// # Safety
-    /// `x` must hold `MI` rows of `k` floats, `w` `NJ` rows of `k` floats, and
-    /// `out` must be writable at `i * ldo + j` for `i < MI`, `j < NJ`.
-    ///
-    /// When `prefetch` is non-null, the `NJ * k` floats from it (the next weight
-    /// block) are prefetched into the cache while this block is computed.
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn block<const MI: usize, const NJ: usize>(
-        x: *const f32,
-        k: usize,
-        w: *const f32,
-        out: *mut f32,
-        ldo: usize,
-        prefetch: *const f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); NJ]; MI];
-            let mut p = 0;
-            while p + 8 <= k {
-                if !prefetch.is_null() && p % 16 == 0 {
-                    for j in 0..NJ {
-                        // A hint only: prefetching never faults, even past the end.
-                        _mm_prefetch::<_MM_HINT_T0>(prefetch.wrapping_add(j * k + p).cast::<i8>());
-                    }
-                }
-                let mut xv = [_mm256_setzero_ps(); MI];
-                for (i, v) in xv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(x.add(i * k + p));
-                }
-                for j in 0..NJ {
-                    let wv = _mm256_loadu_ps(w.add(j * k + p));
-                    for i in 0..MI {
-                        acc[i][j] = _mm256_fmadd_ps(xv[i], wv, acc[i][j]);
-                    }
-                }
-                p += 8;
-            }
-            for i in 0..MI {
-                for j in 0..NJ {
-                    let mut s = hsum(acc[i][j]);
-                    for q in p..k {
-                        s += *x.add(i * k + q) * *w.add(j * k + q);
-                    }
-                    *out.add(i * ldo + j) += s;
-                }
-            }
-        }
-    }
-
-    /// Row blocks of 3 (then 2 or 1) of `x` against column blocks of 4 of `w`;
-    /// the outer loop runs over `w` so that each weight row is read from memory once.
-    ///
-    /// # Safety
-    /// `x`: `m * k` floats, `w`: `n * k` floats, `out`: `(m - 1) * ldo + n` floats.
-    pub(super) unsafe fn xwt_add(
-        x: *const f32,
-        m: usize,
-        k: usize,
-        w: *const f32,
-        n: usize,
-        out: *mut f32,
-        ldo: usize,
-    ) {
-        unsafe {
-            let mut j = 0;
-            while j < n {
-                let nj = (n - j).min(4);
-                let wj = w.add(j * k);
-                // Prefetch the next 4 weight rows during the first row block.
-                let next = if j + 4 < n {
-                    w.wrapping_add((j + 4) * k)
-                } else {
-                    std::ptr::null()
-                };
-                let mut i = 0;
-                while i < m {
-                    let mi = (m - i).min(3);
-                    let xi = x.add(i * k);
-                    let o = out.add(i * ldo + j);
-                    let pf = if i == 0 { next } else { std::ptr::null() };
-                    match (mi, nj) {
-                        (3, 4) => block::<3, 4>(xi, k, wj, o, ldo, pf),
-                        (3, 3) => block::<3, 3>(xi, k, wj, o, ldo, pf),
-                        (3, 2) => block::<3, 2>(xi, k, wj, o, ldo, pf),
-                        (3, _) => block::<3, 1>(xi, k, wj, o, ldo, pf),
-                        (2, 4) => block::<2, 4>(xi, k, wj, o, ldo, pf),
-                        (2, 3) => block::<2, 3>(xi, k, wj, o, ldo, pf),
-                        (2, 2) => block::<2, 2>(xi, k, wj, o, ldo, pf),
-                        (2, _) => block::<2, 1>(xi, k, wj, o, ldo, pf),
-                        (_, 4) => block::<1, 4>(xi, k, wj, o, ldo, pf),
-                        (_, 3) => block::<1, 3>(xi, k, wj, o, ldo, pf),
-                        (_, 2) => block::<1, 2>(xi, k, wj, o, ldo, pf),
-                        _ => block::<1, 1>(xi, k, wj, o, ldo, pf),
-                    }
-                    i += mi;
-                }
-                j += nj;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
