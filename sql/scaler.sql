@@ -1,6 +1,9 @@
 -- Hand-written SQL of pg_xsell, included in the extension script by src/scaler/mod.rs
 -- (extension_sql_file!): aggregates, casts and the COMMENT ON of every object there.
 
+CREATE FUNCTION xsell.scaler_fit_trans(state internal, features float8[]) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_scaler_fit_trans';
+
 CREATE AGGREGATE xsell.scaler_fit(features float8[]) (
     sfunc = xsell.scaler_fit_trans,
     stype = internal,

@@ -142,7 +142,13 @@ impl FromDatum for F64Array<'_> {
         }
         // SAFETY: a non-null float8[] datum; detoasting returns a pointer valid for the call.
         unsafe {
-            let ptr = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+            let raw = datum.cast_mut_ptr::<pg_sys::varlena>();
+            // A plain, uncompressed, in-line value with a 4-byte header (the usual feature
+            // row) is used as it is: this skips a guarded call into PostgreSQL per row.
+            // Anything else (short header, compressed, toasted) goes through pg_detoast_datum.
+            // (VARATT_IS_4B_U: the low two bits of the first byte are 0 on little-endian.)
+            let plain = cfg!(target_endian = "little") && !raw.is_null() && (*(raw as *const u8) & 0x03) == 0;
+            let ptr = if plain { raw } else { pg_sys::pg_detoast_datum(raw) } as *mut pg_sys::ArrayType;
             let raw = NonNull::new(ptr)?;
             let arr = RawArray::from_ptr(raw);
             if arr.oid() != pg_sys::FLOAT8OID {

@@ -71,6 +71,56 @@ pub unsafe fn agg_state<'a, T>(
     unsafe { state.get_mut::<T>().expect("initialized internal state") }
 }
 
+/// The body of a transition function with an `internal` state that PostgreSQL calls
+/// directly through the C ABI (declared `LANGUAGE c` in `sql/`): it runs once per row, so it
+/// skips pgrx's per-call wrapper (argument iteration, a memory-context switch per call).
+/// Argument 0 is the state (NULL on the first row); `step` gets the state and the call info.
+///
+/// # Safety
+/// `fcinfo` is the live call info of a transition function whose state was always created
+/// by this function (or [`agg_state`]) with the same `T`.
+pub unsafe fn trans_internal<T>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    init: impl FnOnce() -> T,
+    step: impl FnOnce(&mut T),
+) -> pg_sys::Datum {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let prev = (!pgrx::fcinfo::pg_arg_is_null(fcinfo, 0)).then(|| pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0));
+        let mut state = Internal::from(prev);
+        step(agg_state(&mut state, fcinfo, init));
+        state.unwrap().expect("agg_state initializes the state")
+    }
+}
+
+/// Argument `i` of a C-ABI function as a `float8[]`, `None` when it is NULL.
+///
+/// # Safety
+/// Argument `i` of the live call `fcinfo` is declared `float8[]`.
+pub unsafe fn arg_f64array<'a>(fcinfo: pg_sys::FunctionCallInfo, i: usize) -> Option<F64Array<'a>> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if pgrx::fcinfo::pg_arg_is_null(fcinfo, i) {
+            return None;
+        }
+        F64Array::from_polymorphic_datum(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, i), false, pg_sys::FLOAT8ARRAYOID)
+    }
+}
+
+/// Declares the version-1 calling convention of a C-ABI function (what `PG_FUNCTION_INFO_V1`
+/// does in C): `finfo_v1!(pg_finfo_<symbol>);`.
+#[macro_export]
+macro_rules! finfo_v1 {
+    ($finfo:ident) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
+            const V1: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    };
+}
+
 /// Wraps a value as an `internal` datum in the aggregate memory context.
 pub fn new_internal<T>(value: T, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
     let cx = agg_context(fcinfo);

@@ -2,7 +2,7 @@
 //! and the type `xsell.scaler`. The statistics live in the pure crate `xsell-scaler`.
 
 use crate::common::partial::{self, Partial};
-use crate::common::{Code, F64Array, Row, agg_state, raise};
+use crate::common::{Code, F64Array, Row, arg_f64array, raise, trans_internal};
 use pgrx::prelude::*;
 use pgrx::{Internal, InOutFuncs, StringInfo};
 use serde::{Deserialize, Serialize};
@@ -40,25 +40,25 @@ fn scaler_error(e: ScalerError) -> ! {
     raise(code, e.to_string())
 }
 
-/// Transition function of `xsell.scaler_fit`: one row into the running moments.
-#[pg_extern(immutable, parallel_safe)]
-fn scaler_fit_trans(
-    state: Internal,
-    features: Option<F64Array<'_>>,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    let mut state = state;
-    // SAFETY: this aggregate's state is always a ScalerState.
-    let st = unsafe { agg_state(&mut state, fcinfo, ScalerState::new) };
-    if let Some(features) = features {
-        let result = match features.row("features") {
-            Row::Dense(values) => st.add_dense(values),
-            Row::Sparse(values) => st.add(&values),
-        };
-        result.unwrap_or_else(|e| scaler_error(e));
+/// Transition function of `xsell.scaler_fit`: one row into the running moments. Called
+/// once per row through the C ABI (see [`trans_internal`]).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn xsell_scaler_fit_trans(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: declared in sql/scaler.sql as (internal, float8[]) -> internal.
+    unsafe {
+        trans_internal(fcinfo, ScalerState::new, |st| {
+            if let Some(features) = arg_f64array(fcinfo, 1) {
+                let result = match features.row("features") {
+                    Row::Dense(values) => st.add_dense(values),
+                    Row::Sparse(values) => st.add(&values),
+                };
+                result.unwrap_or_else(|e| scaler_error(e));
+            }
+        })
     }
-    state
 }
+crate::finfo_v1!(pg_finfo_xsell_scaler_fit_trans);
 
 impl Partial for ScalerState {
     fn merge_from(&mut self, other: Self) {
@@ -141,7 +141,6 @@ extension_sql_file!(
     name = "scaler_fit_aggregate",
     requires = [
         Scaler,
-        scaler_fit_trans,
         scaler_fit_combine,
         scaler_fit_serial,
         scaler_fit_deserial,
