@@ -1,6 +1,10 @@
 -- Hand-written SQL of pg_xsell, included in the extension script by src/kmeans/mod.rs
 -- (extension_sql_file!): aggregates, casts and the COMMENT ON of every object there.
 
+CREATE FUNCTION xsell.kmeans_fit_trans(state internal, features float8[], k int) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_kmeans_fit_trans';
+CREATE FUNCTION xsell.kmeans_fit_trans(state internal, features float8[], k int, options jsonb) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_kmeans_fit_trans';
 CREATE AGGREGATE xsell.kmeans_fit(features float8[], k int) (
     sfunc = xsell.kmeans_fit_trans, stype = internal,
     finalfunc = xsell.kmeans_fit_final, combinefunc = xsell.kmeans_fit_combine,

@@ -7,7 +7,7 @@ mod step;
 mod train;
 
 use crate::common::partial::{self, Partial, read_u64};
-use crate::common::{Code, F64Array, LazyJsonb, Options, agg_state, check_interrupts, pool, progress, raise};
+use crate::common::{Code, F64Array, LazyJsonb, Options, agg_state, arg_f64array, check_interrupts, pool, progress, raise, trans_internal};
 use pgrx::prelude::*;
 use pgrx::{InOutFuncs, Internal, StringInfo};
 use serde::{Deserialize, Serialize};
@@ -57,18 +57,28 @@ pub(crate) fn km_error(e: KMeansError) -> ! {
 /// Progress callback for the pure crate: services cancel / statement_timeout on every report
 /// and logs a NOTICE per iteration (at most ~4 per second) when `xsell.verbose` is on.
 pub(crate) fn reporter(what: &'static str) -> impl FnMut(&xsell_kmeans::Progress) {
-    let mut last = Instant::now() - Duration::from_secs(1);
+    let start = Instant::now();
+    let mut last = start - Duration::from_secs(1);
+    let mut phase = "";
     move |p| {
         check_interrupts();
         let milestone = p.center_shift.is_some() || p.phase == "finalize";
-        if milestone && last.elapsed() >= Duration::from_millis(250) {
+        // Each new phase (canonicalize, seeding, iteration, ...) is reported once, with the
+        // time since training started; iterations at most ~4 times per second.
+        let new_phase = p.phase != phase;
+        phase = p.phase;
+        if new_phase || (milestone && last.elapsed() >= Duration::from_millis(250)) {
             last = Instant::now();
+            let s = start.elapsed().as_secs_f64();
             progress(|| match (p.phase, p.center_shift, p.inertia) {
-                ("iteration", Some(shift), _) => {
-                    format!("{what}: run {}/{} iteration {} center shift {shift:.6e}", p.run + 1, p.n_runs, p.iteration)
-                }
-                (_, _, Some(inertia)) => format!("{what}: run {}/{} done, inertia {inertia:.6}", p.run + 1, p.n_runs),
-                _ => format!("{what}: {}", p.phase),
+                ("iteration", Some(shift), _) => format!(
+                    "{what}: run {}/{} iteration {} center shift {shift:.6e} ({s:.2} s)",
+                    p.run + 1,
+                    p.n_runs,
+                    p.iteration
+                ),
+                (_, _, Some(inertia)) => format!("{what}: run {}/{} done, inertia {inertia:.6} ({s:.2} s)", p.run + 1, p.n_runs),
+                _ => format!("{what}: {} ({s:.2} s)", p.phase),
             });
         }
     }
@@ -133,12 +143,42 @@ fn explicit_centroids(rows: &[serde_json::Value], k: usize, d: Option<usize>) ->
 // kmeans_fit: gather the rows, then train in memory.
 
 /// `xsell.max_fit_memory_mb` in bytes.
+/// Appends the values as little-endian bytes (a plain copy on little-endian machines: the
+/// gathered rows of a parallel worker are tens of megabytes).
+fn f64s_to_le_bytes(v: &[f64], out: &mut Vec<u8>) {
+    if cfg!(target_endian = "little") {
+        // SAFETY: f64 has no padding and any byte is a valid u8; the slice covers v exactly.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) });
+    } else {
+        v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+}
+
+/// Inverse of [`f64s_to_le_bytes`] (`b.len()` is a multiple of 8).
+fn f64s_from_le_bytes(b: &[u8]) -> Vec<f64> {
+    let n = b.len() / 8;
+    if cfg!(target_endian = "little") {
+        let mut v = Vec::<f64>::with_capacity(n);
+        // SAFETY: the capacity holds n f64 = n * 8 bytes, all written by the copy before
+        // set_len, and every bit pattern is a valid f64.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr() as *mut u8, n * 8);
+            v.set_len(n);
+        }
+        v
+    } else {
+        b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+}
+
 fn fit_memory_limit() -> usize {
     (crate::guc::MAX_FIT_MEMORY_MB.get().max(1) as usize) << 20
 }
 
 #[derive(Default)]
 struct FitState {
+    /// When this backend's first row arrived (for the progress notice; not serialized).
+    started: Option<Instant>,
     data: Vec<f64>,
     d: usize,
     k: Option<i32>,
@@ -148,6 +188,7 @@ struct FitState {
 impl FitState {
     fn add(&mut self, row: &[f64], k: Option<i32>, options: Option<&LazyJsonb>) {
         if self.k.is_none() {
+            self.started = Some(Instant::now());
             let Some(k) = k else { raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "k must not be NULL") };
             self.k = Some(k);
             self.options = options.map(|o| serde_json::Value::Object(o.parse("kmeans options")).to_string());
@@ -200,7 +241,13 @@ impl Partial for FitState {
         if (self.data.len() + other.data.len()) * 8 > fit_memory_limit() {
             raise(Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "kmeans_fit exceeds xsell.max_fit_memory_mb; use xsell.kmeans_train");
         }
-        self.data.extend_from_slice(&other.data);
+        // Row order does not matter (training puts the rows in a canonical order): keep the
+        // larger buffer and copy the smaller one into it.
+        let mut other = other.data;
+        if other.len() > self.data.len() {
+            std::mem::swap(&mut self.data, &mut other);
+        }
+        self.data.extend_from_slice(&other);
     }
 
     fn to_bytes(&mut self) -> Vec<u8> {
@@ -210,9 +257,7 @@ impl Partial for FitState {
         out.extend_from_slice(&(self.d as u64).to_le_bytes());
         out.extend_from_slice(&(if self.options.is_some() { opts.len() as u64 } else { u64::MAX }).to_le_bytes());
         out.extend_from_slice(opts.as_bytes());
-        for v in &self.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        f64s_to_le_bytes(&self.data, &mut out);
         out
     }
 
@@ -230,41 +275,35 @@ impl Partial for FitState {
         if rest.len() % 8 != 0 {
             corrupt();
         }
-        let data = rest.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
-        FitState { data, d, k: (k != i64::MIN).then_some(k as i32), options }
+        let data = f64s_from_le_bytes(rest);
+        FitState { started: None, data, d, k: (k != i64::MIN).then_some(k as i32), options }
     }
 }
 
-fn fit_trans(state: Internal, features: Option<F64Array<'_>>, k: Option<i32>, options: Option<LazyJsonb>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let mut state = state;
-    let st = unsafe { agg_state(&mut state, fcinfo, FitState::default) };
-    if let Some(f) = features {
-        let row = f.finite_row("features");
-        match row {
-            crate::common::Row::Dense(r) => st.add(r, k, options.as_ref()),
-            crate::common::Row::Sparse(_) => unreachable!("finite_row rejects NULL elements"),
-        }
+/// Transition of `xsell.kmeans_fit`: the row is appended to the gathered rows. One C-ABI
+/// function serves both signatures, (internal, float8[], int) and (internal, float8[], int,
+/// jsonb): it runs once per row, so it skips pgrx's per-call wrapper (see `trans_internal`).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn xsell_kmeans_fit_trans(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: declared in sql/kmeans.sql with the argument types read here.
+    unsafe {
+        trans_internal(fcinfo, FitState::default, |st| {
+            let Some(f) = arg_f64array(fcinfo, 1) else { return };
+            let k = (!pgrx::fcinfo::pg_arg_is_null(fcinfo, 2)).then(|| pgrx::fcinfo::pg_getarg::<i32>(fcinfo, 2)).flatten();
+            let options = if (*fcinfo).nargs > 3 && !pgrx::fcinfo::pg_arg_is_null(fcinfo, 3) {
+                LazyJsonb::from_polymorphic_datum(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 3), false, pg_sys::JSONBOID)
+            } else {
+                None
+            };
+            match f.finite_row("features") {
+                crate::common::Row::Dense(r) => st.add(r, k, options.as_ref()),
+                crate::common::Row::Sparse(_) => unreachable!("finite_row rejects NULL elements"),
+            }
+        })
     }
-    state
 }
-
-/// Transition function of `xsell.kmeans_fit(float8[], int)`.
-#[pg_extern(immutable, parallel_safe, name = "kmeans_fit_trans")]
-fn kmeans_fit_trans2(state: Internal, features: Option<F64Array<'_>>, k: Option<i32>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    fit_trans(state, features, k, None, fcinfo)
-}
-
-/// Transition function of `xsell.kmeans_fit(float8[], int, jsonb)`.
-#[pg_extern(immutable, parallel_safe, name = "kmeans_fit_trans")]
-fn kmeans_fit_trans3(
-    state: Internal,
-    features: Option<F64Array<'_>>,
-    k: Option<i32>,
-    options: Option<LazyJsonb>,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    fit_trans(state, features, k, options, fcinfo)
-}
+crate::finfo_v1!(pg_finfo_xsell_kmeans_fit_trans);
 
 /// Combine function of `xsell.kmeans_fit`.
 #[pg_extern(immutable, parallel_safe)]
@@ -296,7 +335,15 @@ fn kmeans_fit_final(state: Internal) -> Option<KmeansModel> {
     let params = parse_params(k, st.options_map().as_ref(), Some(st.d));
     let data = std::mem::take(&mut st.data);
     let n = data.len() / st.d;
-    progress(|| format!("kmeans_fit: {n} rows x {} features, k = {k}, {:?} init, {:?}", st.d, params.init.name(), params.algorithm));
+    let gathered = st.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    progress(|| {
+        format!(
+            "kmeans_fit: {n} rows x {} features gathered in {gathered:.2} s; k = {k}, {:?} init, {:?}",
+            st.d,
+            params.init.name(),
+            params.algorithm
+        )
+    });
     let pool = pool();
     let model = xsell_kmeans::fit(data, st.d, &params, &pool, &mut reporter("kmeans_fit")).unwrap_or_else(|e| km_error(e));
     Some(kmeans_model(model))
@@ -457,8 +504,6 @@ extension_sql_file!(
     name = "kmeans_aggregates",
     requires = [
         kmeans_model,
-        kmeans_fit_trans2,
-        kmeans_fit_trans3,
         kmeans_fit_combine,
         kmeans_fit_serial,
         kmeans_fit_deserial,
