@@ -30,8 +30,32 @@ pub static LM_MODEL: GucSetting<Option<CString>> =
 /// `xsell.lm_max_tokens`: the most tokens one `xsell.lm_generate` call may generate.
 pub static LM_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(512);
 
-/// `xsell.lm_keep_quantized`: keep block-quantized GGUF weights quantized in memory.
-pub static LM_KEEP_QUANTIZED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Values of `xsell.lm_weights`: how quantized (and F16) GGUF weights are held in memory.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LmWeights {
+    /// Dequantized to half precision at load (the default).
+    #[name = c"half"]
+    Half,
+    /// Dequantized to float32 at load: exact dequantized values, twice the memory.
+    #[name = c"float"]
+    Float,
+    /// Kept block-quantized, dequantized tile by tile: exact, about 6x less memory than float.
+    #[name = c"quantized"]
+    Quantized,
+}
+
+impl From<LmWeights> for xsell_causal::Weights {
+    fn from(w: LmWeights) -> Self {
+        match w {
+            LmWeights::Half => xsell_causal::Weights::Half,
+            LmWeights::Float => xsell_causal::Weights::Float,
+            LmWeights::Quantized => xsell_causal::Weights::Quantized,
+        }
+    }
+}
+
+/// `xsell.lm_weights`: how the causal LM's quantized GGUF weights are held in memory.
+pub static LM_WEIGHTS: GucSetting<LmWeights> = GucSetting::<LmWeights>::new(LmWeights::Half);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -68,11 +92,11 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
-        c"xsell.lm_keep_quantized",
-        c"Keep block-quantized GGUF weights quantized in memory.",
-        c"Off (default): weights are dequantized to float32 at load, which is faster on CPU. On: about 6x less memory per backend, somewhat slower; scores agree to float rounding.",
-        &LM_KEEP_QUANTIZED,
+    GucRegistry::define_enum_guc(
+        c"xsell.lm_weights",
+        c"How the causal LM's quantized GGUF weights are held in memory: half, float or quantized.",
+        c"half (default): dequantized to half precision at load, the fastest for scoring short texts (log-likelihoods within about 1e-3 relative of float). float: dequantized to float32, exact, twice the memory. quantized: kept block-quantized and dequantized tile by tile, exact, about 6x less memory than float, somewhat slower.",
+        &LM_WEIGHTS,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -43,11 +43,11 @@ fn model(name: Option<&str>) -> Arc<CausalLm> {
         None => crate::guc::string(&crate::guc::LM_MODEL),
     };
     let r = models::resolve_kind(&name, Kind::CausalLm);
-    let keep_quantized = crate::guc::LM_KEEP_QUANTIZED.get();
-    let key = format!("{name}\u{0}{keep_quantized}");
+    let weights = crate::guc::LM_WEIGHTS.get();
+    let key = format!("{name}\u{0}{weights:?}");
     models::with_cache(&MODELS, |c| {
         c.get(&key, &r, |p| {
-            let mut m = CausalLm::load(p, LoadOptions { keep_quantized }).unwrap_or_else(|e| lm_error(e));
+            let mut m = CausalLm::load(p, LoadOptions { weights: weights.into() }).unwrap_or_else(|e| lm_error(e));
             m.set_batch_tokens(BATCH_TOKENS).unwrap_or_else(|e| lm_error(e));
             m
         })

@@ -1,5 +1,5 @@
 -- Causal language-model scoring and generation inside the backend (SmolLM2-135M-Instruct,
--- Q4_1 GGUF dequantized to float32; the default xsell.lm_model).
+-- Q4_1 GGUF, the default xsell.lm_model, dequantized to half precision: xsell.lm_weights).
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_xsell;
 RESET client_min_messages;
@@ -22,7 +22,7 @@ SELECT round(xsell.lm_loglik('The capital of France is', ' Paris.')::numeric, 2)
 SELECT candidate, round(loglik::numeric, 2) AS loglik, round(avg_loglik::numeric, 2) AS avg_loglik,
        round(probability::numeric, 3) AS probability, rank
 FROM xsell.lm_rank('Customers who bought a coffee grinder also bought',
-                   ARRAY[' coffee beans', ' a lawn mower', ' paper filters', ' tyres']);
+                   ARRAY[' coffee beans', ' a lawn mower', ' paper filters', ' a milk frother']);
 
 -- Generation with the chat template, greedy (deterministic).
 SELECT xsell.lm_generate('What is the capital of France?', 32) AS reply;
@@ -33,6 +33,20 @@ SELECT xsell.lm_generate('Shopping list: milk, eggs,', 8, '{"chat": false}') AS 
 -- Seeded sampling is reproducible.
 SELECT xsell.lm_generate('Name a fruit.', 8, '{"temperature": 0.8, "top_p": 0.9, "seed": 7}')
      = xsell.lm_generate('Name a fruit.', 8, '{"temperature": 0.8, "top_p": 0.9, "seed": 7}') AS same_output;
+
+-- How the weights are held: half (default), float (exact dequantized values) or quantized
+-- (kept in Q4_1 blocks, exact, least memory). The scores agree to about 1e-3 relative.
+SET xsell.lm_weights = float;
+CREATE TEMP TABLE by_weights AS
+SELECT 'float' AS weights, xsell.lm_loglik('I bought running shoes, so I also need socks.') AS loglik;
+SET xsell.lm_weights = quantized;
+INSERT INTO by_weights SELECT 'quantized', xsell.lm_loglik('I bought running shoes, so I also need socks.');
+RESET xsell.lm_weights;
+INSERT INTO by_weights SELECT 'half', xsell.lm_loglik('I bought running shoes, so I also need socks.');
+SELECT weights, round(loglik::numeric, 1) AS loglik,
+       abs(loglik / (SELECT loglik FROM by_weights WHERE weights = 'float') - 1) < 1e-3 AS within_1e_3_of_float
+FROM by_weights;
+SET xsell.lm_weights = double;
 
 -- Edge cases: an empty text has no tokens.
 SELECT xsell.lm_loglik('') AS empty_loglik, xsell.lm_perplexity('') AS empty_perplexity;

@@ -14,7 +14,7 @@
 
 mod small;
 
-pub use small::{sgemm_nt_small, sgemm_nt_small_unchecked, small_kernel};
+pub use small::{F16, Weight, sgemm_nt_small, sgemm_nt_small_unchecked, small_kernel, widen_f16};
 
 use std::ffi::CStr;
 use std::fmt;

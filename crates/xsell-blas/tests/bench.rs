@@ -85,3 +85,65 @@ fn bench_sgemm_shapes() {
         }
     }
 }
+
+/// The small-row kernels with f32 and half-precision weights on the shapes of one short
+/// text: MiniLM (12 tokens, 384 / 1536 wide, ~44 MB of f32 weights in all) and SmolLM2
+/// (16 tokens, 576 / 1536 wide, weights well beyond the last-level cache), on 1 and 2
+/// threads (output columns split in two halves).
+#[test]
+#[ignore]
+fn bench_small_rows_f32_vs_f16() {
+    use xsell_blas::{F16, Weight, sgemm_nt_small};
+    fn run<W: Weight>(
+        m: usize,
+        n: usize,
+        k: usize,
+        ws: &[Vec<W>],
+        threads: usize,
+        reps: usize,
+    ) -> f64 {
+        let x = vec![0.01f32; m * k];
+        let mut dst = vec![0f32; m * n];
+        let t = Instant::now();
+        for r in 0..reps {
+            let w = &ws[r % ws.len()];
+            if threads == 1 {
+                sgemm_nt_small(m, n, k, &x, w, &mut dst, n, false).unwrap();
+            } else {
+                let half = n / 2;
+                let (lo, hi) = w.split_at(half * k);
+                let mut a = vec![0f32; m * half];
+                let mut b = vec![0f32; m * (n - half)];
+                std::thread::scope(|s| {
+                    s.spawn(|| sgemm_nt_small(m, half, k, &x, lo, &mut a, half, false).unwrap());
+                    sgemm_nt_small(m, n - half, k, &x, hi, &mut b, n - half, false).unwrap();
+                });
+            }
+        }
+        2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
+    }
+    println!("small-row kernel: {}", xsell_blas::small_kernel());
+    for (label, m, n, k, total) in [
+        ("MiniLM", 12, 1536, 384, 44usize << 20),
+        ("SmolLM2", 16, 1536, 576, 400 << 20),
+    ] {
+        let copies = (total / (n * k * 4)).max(1);
+        let w32: Vec<Vec<f32>> = (0..copies)
+            .map(|c| (0..n * k).map(|i| ((i + c) % 7) as f32 * 0.1).collect())
+            .collect();
+        let w16: Vec<Vec<F16>> = w32
+            .iter()
+            .map(|w| w.iter().map(|&v| F16::from_f32(v)).collect())
+            .collect();
+        let reps = 4 * copies;
+        for threads in [1, 2] {
+            let (a, b) = (
+                run(m, n, k, &w32, threads, reps),
+                run(m, n, k, &w16, threads, reps),
+            );
+            println!(
+                "{label} m={m} n={n} k={k}, {threads} thread(s): f32 weights {a:6.1} GFLOP/s, f16 weights {b:6.1} GFLOP/s"
+            );
+        }
+    }
+}

@@ -405,12 +405,12 @@ impl SendPtr {
 /// unlike `gemm` it streams the weights once without packing them. Weight rows are split
 /// over the current rayon pool when `threads > 1`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_small(
+pub(crate) fn matmul_small<W: xsell_blas::Weight>(
     m: usize,
     rows: usize,
     k: usize,
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     dst: &mut [f32],
     dst_off: usize,
     ld: usize,
@@ -462,12 +462,12 @@ pub(crate) fn matmul_small(
 /// valid for `i < m`, `j < rows`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) unsafe fn matmul_small_unchecked(
+pub(crate) unsafe fn matmul_small_unchecked<W: xsell_blas::Weight>(
     m: usize,
     rows: usize,
     k: usize,
     x: *const f32,
-    w: *const f32,
+    w: *const W,
     dst: *mut f32,
     ld: usize,
     acc: bool,

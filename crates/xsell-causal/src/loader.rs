@@ -4,7 +4,7 @@ use crate::error::{LmError, Result};
 use crate::model::{Act, Block, Config, Family, MlpKind, Norm, Transformer};
 use crate::tokenizer::{self, Tok};
 use crate::weights::{Linear, LinearPart, QuantMatrix, Weight};
-use crate::{LoadOptions, ModelInfo};
+use crate::{LoadOptions, ModelInfo, Weights};
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, ggml_file::qtensor_from_ggml};
 use candle_core::{DType, Device, Tensor};
@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use xsell_blas::F16;
 
 /// Upper bound on any dimension read from metadata (guards allocations on corrupt files).
 const MAX_DIM: usize = 1 << 24;
@@ -258,27 +259,41 @@ impl Gguf {
         })
     }
 
-    /// A weight matrix `[rows, cols]`, kept quantized when asked and possible.
+    /// A weight matrix `[rows, cols]` held as `mode` asks (see [`Weights`]).
     fn weight(
         &mut self,
         name: &str,
         rows: usize,
         cols: usize,
-        keep: bool,
+        mode: Weights,
         unpermute_heads: Option<usize>,
     ) -> Result<Weight> {
         let dtype = self.info(name).map(|i| i.ggml_dtype);
-        if keep && dtype.is_some_and(QuantMatrix::supports) {
+        let quantized = dtype.is_some_and(QuantMatrix::supports);
+        let half_tensor = dtype == Some(GgmlDType::F16);
+        if (mode == Weights::Quantized && quantized) || (mode == Weights::Half && half_tensor) {
             let (dtype, raw) = self.raw(name, &[rows, cols])?;
             let raw = match unpermute_heads {
                 Some(h) => unpermute_rows(&raw, raw.len() / rows, h)?,
                 None => raw,
             };
+            if half_tensor {
+                let data = raw
+                    .chunks_exact(2)
+                    .map(|b| F16(u16::from_le_bytes([b[0], b[1]])))
+                    .collect();
+                return Ok(Weight::F16 { data, rows, cols });
+            }
             return Ok(Weight::Quant(QuantMatrix::from_bytes(
                 dtype, rows, cols, &raw,
             )?));
         }
-        Weight::dense(self.f32(name, &[rows, cols], unpermute_heads)?, rows, cols)
+        let dense = self.f32(name, &[rows, cols], unpermute_heads)?;
+        if mode == Weights::Half && quantized {
+            let data = dense.iter().map(|&v| F16::from_f32(v)).collect();
+            return Ok(Weight::F16 { data, rows, cols });
+        }
+        Weight::dense(dense, rows, cols)
     }
 
     fn opt_f32(
@@ -438,7 +453,7 @@ fn gguf_tokenizer(g: &Gguf) -> Result<Tok> {
 
 pub(crate) fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let mut g = Gguf::open(path)?;
-    let keep = opts.keep_quantized;
+    let keep = opts.weights;
     let arch = g.arch.clone();
     let tok = gguf_tokenizer(&g)?;
     let dim = g.arch_usize("embedding_length")?;

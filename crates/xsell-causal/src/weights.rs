@@ -17,6 +17,7 @@ use candle_core::quantized::k_quants::{
 };
 use rayon::prelude::*;
 use std::sync::Arc;
+use xsell_blas::F16;
 
 /// Typed GGML blocks of a quantized matrix.
 enum QBlocks {
@@ -311,6 +312,12 @@ pub(crate) enum Weight {
         rows: usize,
         cols: usize,
     },
+    /// Dense row-major IEEE half precision (widened to f32 in registers).
+    F16 {
+        data: Vec<F16>,
+        rows: usize,
+        cols: usize,
+    },
     /// GGML block-quantized.
     Quant(QuantMatrix),
 }
@@ -329,14 +336,14 @@ impl Weight {
 
     pub(crate) fn rows(&self) -> usize {
         match self {
-            Weight::F32 { rows, .. } => *rows,
+            Weight::F32 { rows, .. } | Weight::F16 { rows, .. } => *rows,
             Weight::Quant(q) => q.rows,
         }
     }
 
     pub(crate) fn cols(&self) -> usize {
         match self {
-            Weight::F32 { cols, .. } => *cols,
+            Weight::F32 { cols, .. } | Weight::F16 { cols, .. } => *cols,
             Weight::Quant(q) => q.cols,
         }
     }
@@ -345,6 +352,7 @@ impl Weight {
     pub(crate) fn bytes(&self) -> usize {
         match self {
             Weight::F32 { data, .. } => data.len() * 4,
+            Weight::F16 { data, .. } => data.len() * 2,
             Weight::Quant(q) => q.bytes(),
         }
     }
@@ -353,6 +361,9 @@ impl Weight {
     pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
         match self {
             Weight::F32 { data, cols, .. } => out.copy_from_slice(&data[r * cols..(r + 1) * cols]),
+            Weight::F16 { data, cols, .. } => {
+                xsell_blas::widen_f16(&data[r * cols..(r + 1) * cols], out)
+            }
             Weight::Quant(q) => q.dequant(r, r + 1, out),
         }
     }
@@ -429,7 +440,19 @@ impl Weight {
                 1.0,
                 threads,
             ),
-            Weight::Quant(q) => {
+            Weight::F16 { data, .. } if n < kernels::SMALL_M => kernels::matmul_small(
+                n,
+                rows,
+                cols,
+                x,
+                &data[r0 * cols..r1 * cols],
+                dst,
+                col_off,
+                ld,
+                accumulate,
+                threads,
+            ),
+            Weight::F16 { .. } | Weight::Quant(_) => {
                 if n == 0 || rows == 0 {
                     return;
                 }
@@ -450,7 +473,16 @@ impl Weight {
                     |buf, t| {
                         let t0 = t * tile;
                         let t1 = (t0 + tile).min(rows);
-                        q.dequant(r0 + t0, r0 + t1, buf);
+                        match self {
+                            Weight::F16 { data, .. } => xsell_blas::widen_f16(
+                                &data[(r0 + t0) * cols..(r0 + t1) * cols],
+                                buf,
+                            ),
+                            Weight::Quant(q) => q.dequant(r0 + t0, r0 + t1, buf),
+                            Weight::F32 { .. } => {
+                                unreachable!("dense f32 weights are multiplied in place")
+                            }
+                        }
                         // SAFETY: bounds were asserted above (weight rows t0..t1 of the range
                         // map to dst columns col_off+t0..col_off+t1 < ld, n rows); tiles
                         // write disjoint columns, so no two tasks touch the same element.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
-use xsell_causal::{CausalLm, ChatMessage, GenOptions, LoadOptions, Prompt};
+use xsell_causal::{CausalLm, ChatMessage, GenOptions, LoadOptions, Prompt, Weights};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -39,15 +39,20 @@ fn model_path() -> PathBuf {
     p
 }
 
-fn model(keep_quantized: bool) -> &'static CausalLm {
-    static DENSE: OnceLock<CausalLm> = OnceLock::new();
+fn model(weights: Weights) -> &'static CausalLm {
+    static HALF: OnceLock<CausalLm> = OnceLock::new();
+    static FLOAT: OnceLock<CausalLm> = OnceLock::new();
     static QUANT: OnceLock<CausalLm> = OnceLock::new();
-    let cell = if keep_quantized { &QUANT } else { &DENSE };
+    let cell = match weights {
+        Weights::Half => &HALF,
+        Weights::Float => &FLOAT,
+        Weights::Quantized => &QUANT,
+    };
     cell.get_or_init(|| {
         let t = Instant::now();
-        let lm = CausalLm::load(&model_path(), LoadOptions { keep_quantized }).unwrap();
+        let lm = CausalLm::load(&model_path(), LoadOptions { weights }).unwrap();
         eprintln!(
-            "loaded (keep_quantized={keep_quantized}) in {:.2}s, {} MB of weights",
+            "loaded ({weights:?}) in {:.2}s, {} MB of weights",
             t.elapsed().as_secs_f64(),
             lm.memory_bytes() >> 20
         );
@@ -95,33 +100,34 @@ fn compare_with_reference(lm: &CausalLm) -> (f64, f64) {
 
 #[test]
 fn token_ids_and_logliks_match_the_reference() {
-    let lm = model(false);
-    assert_eq!(lm.info().architecture, "llama");
-    assert_eq!(lm.info().context_length, 8192);
-    assert_eq!(lm.info().vocab, 49152);
-    assert_eq!(lm.eos_ids(), &[2]);
-    let (rel, tok) = compare_with_reference(lm);
-    eprintln!(
-        "dequantized path: max relative loglik deviation {rel:.2e}, max token logprob deviation {tok:.2e}"
-    );
-    assert!(rel < 1e-4, "{rel}");
-    assert!(tok < 2e-3, "{tok}");
-}
-
-#[test]
-fn quantized_path_matches_the_reference() {
-    let lm = model(true);
-    assert!(lm.memory_bytes() < 150 << 20, "{}", lm.memory_bytes());
-    let (rel, tok) = compare_with_reference(lm);
-    eprintln!(
-        "keep_quantized path: max relative loglik deviation {rel:.2e}, max token logprob deviation {tok:.2e}"
-    );
-    assert!(rel < 1e-4, "{rel}");
+    // The default: dequantized to half precision (within 1e-3 relative; the issue's bound
+    // is 5e-3); the exact modes: dequantized to f32, or kept quantized with f32 tiles.
+    for (weights, max_rel, max_tok) in [
+        (Weights::Half, 1e-3, 3e-2),
+        (Weights::Float, 1e-4, 2e-3),
+        (Weights::Quantized, 1e-4, 2e-3),
+    ] {
+        let lm = model(weights);
+        assert_eq!(lm.info().architecture, "llama");
+        assert_eq!(lm.info().context_length, 8192);
+        assert_eq!(lm.info().vocab, 49152);
+        assert_eq!(lm.eos_ids(), &[2]);
+        let (rel, tok) = compare_with_reference(lm);
+        eprintln!(
+            "{weights:?} weights ({} MB): max relative loglik deviation {rel:.2e}, max token logprob deviation {tok:.2e}",
+            lm.memory_bytes() >> 20
+        );
+        assert!(rel < max_rel, "{weights:?}: {rel}");
+        assert!(tok < max_tok, "{weights:?}: {tok}");
+    }
+    assert!(model(Weights::Quantized).memory_bytes() < 150 << 20);
+    assert!(model(Weights::Half).memory_bytes() < model(Weights::Float).memory_bytes() * 6 / 10);
 }
 
 #[test]
 fn conditional_scores_rank_and_chat_match_transformers() {
-    let lm = model(false);
+    // Exact weights: conditional scores to 1e-4 and the same greedy generation.
+    let lm = model(Weights::Float);
     let r = json(&fixtures().join("smollm2_cond.json"));
     let pool = pool(2);
     for p in r["pairs"].as_array().unwrap() {
@@ -184,11 +190,34 @@ fn conditional_scores_rank_and_chat_match_transformers() {
     assert_eq!(g.ids, want[..stop].to_vec());
     assert_eq!(g.text, chat["text"].as_str().unwrap());
     eprintln!("chat: {:?}", g.text);
+    // The default half-precision weights: the same scores to a few hundredths of a nat
+    // (one or two tokens each) and the same ranking.
+    let half = model(Weights::Half);
+    for p in r["pairs"].as_array().unwrap() {
+        let (ctx, cont) = (
+            p["context"].as_str().unwrap(),
+            p["continuation"].as_str().unwrap(),
+        );
+        let s = half.loglik_cond(ctx, cont, &pool, &mut noop()).unwrap();
+        let want = p["loglik"].as_f64().unwrap();
+        assert!(
+            close(s.loglik, want, 3e-2),
+            "half {ctx:?} {cont:?}: {} vs {want}",
+            s.loglik
+        );
+    }
+    let ranked_half = half.rank(ctx, &cands, &pool, &mut noop()).unwrap();
+    let order = |v: &[xsell_causal::ContinuationScore]| {
+        let mut o: Vec<usize> = (0..v.len()).collect();
+        o.sort_by(|&a, &b| v[b].loglik.total_cmp(&v[a].loglik));
+        o
+    };
+    assert_eq!(order(&ranked_half), order(&ranked));
 }
 
 #[test]
 fn long_texts_are_chunked_and_rolled_consistently() {
-    let lm = model(false);
+    let lm = model(Weights::Half);
     let pool = pool(2);
     let r = reference();
     let text: String = r["items"]
@@ -281,7 +310,7 @@ fn throughput_of_short_reviews() {
     let texts: Vec<&str> = revs.iter().map(String::as_str).collect();
     for threads in [1, 2] {
         let pool = pool(threads);
-        for keep in [false, true] {
+        for keep in [Weights::Half, Weights::Float, Weights::Quantized] {
             let lm = model(keep);
             let n_tok: usize = texts.iter().map(|t| lm.tokenize(t).unwrap().len()).sum();
             let _ = lm.loglik_batch(&texts[..5], &pool, &mut noop()).unwrap(); // warm-up
@@ -298,7 +327,7 @@ fn throughput_of_short_reviews() {
                 assert!((a - b).abs() < 1e-3 * b.abs().max(1.0));
             }
             eprintln!(
-                "threads={threads} keep_quantized={keep}: {n_tok} tokens; loglik_batch {:.0} tok/s ({tb:.2}s wall, {cb:.2}s CPU), \
+                "threads={threads} {keep:?}: {n_tok} tokens; loglik_batch {:.0} tok/s ({tb:.2}s wall, {cb:.2}s CPU), \
                  per-text loglik {:.0} tok/s ({ts:.2}s wall, {cs:.2}s CPU)",
                 n_tok as f64 / tb,
                 n_tok as f64 / ts
@@ -310,7 +339,7 @@ fn throughput_of_short_reviews() {
 #[test]
 #[ignore = "timing: run with --ignored --nocapture"]
 fn generation_speed() {
-    for keep in [false, true] {
+    for keep in [Weights::Half, Weights::Float, Weights::Quantized] {
         let lm = model(keep);
         let pool = pool(2);
         let (t, c) = (Instant::now(), cpu_seconds());
@@ -327,7 +356,7 @@ fn generation_speed() {
             .unwrap();
         let (dt, dc) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
         eprintln!(
-            "generation keep_quantized={keep}: {} tokens in {dt:.2}s wall / {dc:.2}s CPU ({:.1} tok/s): {:?}",
+            "generation {keep:?}: {} tokens in {dt:.2}s wall / {dc:.2}s CPU ({:.1} tok/s): {:?}",
             g.ids.len(),
             g.ids.len() as f64 / dt,
             g.text

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use xsell_causal::{CausalLm, GenOptions, LoadOptions, Prompt};
+use xsell_causal::{CausalLm, GenOptions, LoadOptions, Prompt, Weights};
 
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -19,18 +19,13 @@ fn compute_stays_on_the_callers_pool() {
     }
     let pool = pool(3);
     let before = os_threads(); // main, test and the 3 pool threads
-    for (file, keep) in [
-        ("tiny-llama.q4_1.gguf", false),
-        ("tiny-llama.q4_1.gguf", true),
-        ("tiny-gpt2", false),
+    for (file, weights) in [
+        ("tiny-llama.q4_1.gguf", Weights::Half),
+        ("tiny-llama.q4_1.gguf", Weights::Float),
+        ("tiny-llama.q4_1.gguf", Weights::Quantized),
+        ("tiny-gpt2", Weights::Half),
     ] {
-        let lm = CausalLm::load(
-            &fixtures().join(file),
-            LoadOptions {
-                keep_quantized: keep,
-            },
-        )
-        .unwrap();
+        let lm = CausalLm::load(&fixtures().join(file), LoadOptions { weights }).unwrap();
         assert_eq!(os_threads(), before, "loading {file} started threads");
         let mut calls = 0;
         let ll = lm

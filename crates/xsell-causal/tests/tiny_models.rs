@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
-use xsell_causal::{CausalLm, ChatMessage, FinishReason, GenOptions, LmError, LoadOptions, Prompt};
+use xsell_causal::{
+    CausalLm, ChatMessage, FinishReason, GenOptions, LmError, LoadOptions, Prompt, Weights,
+};
 
 const TOL: f64 = 1e-4;
 
@@ -14,44 +16,63 @@ fn reference() -> Value {
     json(&fixtures().join("tiny_reference.json"))
 }
 
-/// (model file, reference key, keep_quantized)
-fn cases() -> Vec<(PathBuf, &'static str, bool)> {
+/// (model file, reference key, how the weights are held). The exact modes (Float,
+/// Quantized) are compared with transformers tightly; F16 tensors are exact in Half mode
+/// too. Half-precision copies of quantized weights are checked in
+/// `half_precision_weights_stay_close_to_float`.
+fn cases() -> Vec<(PathBuf, &'static str, Weights)> {
     let f = fixtures();
     vec![
-        (f.join("tiny-llama"), "tiny-llama", false),
-        (f.join("tiny-gpt2"), "tiny-gpt2", false),
-        (f.join("tiny-llama.f32.gguf"), "tiny-llama", false),
-        (f.join("tiny-gpt2.f32.gguf"), "tiny-gpt2", false),
-        (f.join("tiny-llama.f16.gguf"), "tiny-llama.f16.gguf", false),
+        (f.join("tiny-llama"), "tiny-llama", Weights::Half),
+        (f.join("tiny-gpt2"), "tiny-gpt2", Weights::Half),
+        (f.join("tiny-llama.f32.gguf"), "tiny-llama", Weights::Half),
+        (f.join("tiny-gpt2.f32.gguf"), "tiny-gpt2", Weights::Half),
+        (
+            f.join("tiny-llama.f16.gguf"),
+            "tiny-llama.f16.gguf",
+            Weights::Half,
+        ),
+        (
+            f.join("tiny-llama.f16.gguf"),
+            "tiny-llama.f16.gguf",
+            Weights::Float,
+        ),
         (
             f.join("tiny-llama.q8_0.gguf"),
             "tiny-llama.q8_0.gguf",
-            false,
+            Weights::Float,
         ),
         (
             f.join("tiny-llama.q4_0.gguf"),
             "tiny-llama.q4_0.gguf",
-            false,
+            Weights::Float,
         ),
         (
             f.join("tiny-llama.q4_1.gguf"),
             "tiny-llama.q4_1.gguf",
-            false,
+            Weights::Float,
         ),
-        (f.join("tiny-llama.q8_0.gguf"), "tiny-llama.q8_0.gguf", true),
-        (f.join("tiny-llama.q4_0.gguf"), "tiny-llama.q4_0.gguf", true),
-        (f.join("tiny-llama.q4_1.gguf"), "tiny-llama.q4_1.gguf", true),
+        (
+            f.join("tiny-llama.q8_0.gguf"),
+            "tiny-llama.q8_0.gguf",
+            Weights::Quantized,
+        ),
+        (
+            f.join("tiny-llama.q4_0.gguf"),
+            "tiny-llama.q4_0.gguf",
+            Weights::Quantized,
+        ),
+        (
+            f.join("tiny-llama.q4_1.gguf"),
+            "tiny-llama.q4_1.gguf",
+            Weights::Quantized,
+        ),
     ]
 }
 
-fn load(path: &std::path::Path, keep: bool) -> CausalLm {
-    CausalLm::load(
-        path,
-        LoadOptions {
-            keep_quantized: keep,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+fn load(path: &std::path::Path, weights: Weights) -> CausalLm {
+    CausalLm::load(path, LoadOptions { weights })
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Checks rolling per-token scores of every reference text.
@@ -179,12 +200,12 @@ fn check_generate(lm: &CausalLm, r: &Value, label: &str) {
 #[test]
 fn every_format_matches_transformers() {
     let r = reference();
-    for (path, key, keep) in cases() {
+    for (path, key, weights) in cases() {
         let label = format!(
-            "{} keep_quantized={keep}",
+            "{} {weights:?}",
             path.file_name().unwrap().to_string_lossy()
         );
-        let lm = load(&path, keep);
+        let lm = load(&path, weights);
         let rr = &r["models"][key];
         check_texts(&lm, rr, &label);
         check_pairs(&lm, rr, &label);
@@ -197,16 +218,20 @@ fn tiny_batch_chunking_uses_the_kv_cache_exactly() {
     // Forcing forward passes of 7 tokens exercises chunked prefill with a key/value cache
     // for every window and the packing of several texts per pass.
     let r = reference();
-    for (path, key, keep) in [
-        (fixtures().join("tiny-llama"), "tiny-llama", false),
-        (fixtures().join("tiny-gpt2.f32.gguf"), "tiny-gpt2", false),
+    for (path, key, weights) in [
+        (fixtures().join("tiny-llama"), "tiny-llama", Weights::Half),
+        (
+            fixtures().join("tiny-gpt2.f32.gguf"),
+            "tiny-gpt2",
+            Weights::Half,
+        ),
         (
             fixtures().join("tiny-llama.q4_1.gguf"),
             "tiny-llama.q4_1.gguf",
-            true,
+            Weights::Quantized,
         ),
     ] {
-        let mut lm = load(&path, keep);
+        let mut lm = load(&path, weights);
         for n in [1, 7, 30] {
             lm.set_batch_tokens(n).unwrap();
             let label = format!("{key} batch_tokens={n}");
@@ -223,7 +248,7 @@ fn smaller_window_rolls_like_the_harness() {
     let t = &r["models"]["tiny-llama"]["texts"][5];
     let text = t["text"].as_str().unwrap();
     let want = floats(&t["token_logprobs"]);
-    let mut lm = load(&fixtures().join("tiny-llama"), false);
+    let mut lm = load(&fixtures().join("tiny-llama"), Weights::Half);
     assert_eq!(lm.context_length(), 64);
     let pool = pool(1);
     let full = lm.token_logprobs(text, &pool, &mut noop()).unwrap();
@@ -246,8 +271,8 @@ fn smaller_window_rolls_like_the_harness() {
 #[test]
 fn chat_template_matches_transformers() {
     let r = reference();
-    let lm = load(&fixtures().join("tiny-llama"), false);
-    let lm_gguf = load(&fixtures().join("tiny-llama.f32.gguf"), false);
+    let lm = load(&fixtures().join("tiny-llama"), Weights::Half);
+    let lm_gguf = load(&fixtures().join("tiny-llama.f32.gguf"), Weights::Half);
     for c in r["models"]["tiny-llama"]["chat"].as_array().unwrap() {
         let msgs: Vec<ChatMessage> = c["messages"]
             .as_array()
@@ -264,7 +289,7 @@ fn chat_template_matches_transformers() {
         .unwrap();
     assert_eq!(inj.iter().filter(|&&t| t == 2).count(), 2, "{inj:?}");
     // GPT-2 has no chat template
-    let g = load(&fixtures().join("tiny-gpt2"), false);
+    let g = load(&fixtures().join("tiny-gpt2"), Weights::Half);
     let e = g
         .chat_prompt_ids(&[ChatMessage::new("user", "hi")])
         .unwrap_err();
@@ -287,7 +312,7 @@ fn chat_template_matches_transformers() {
 
 #[test]
 fn sampling_is_seeded_and_validated() {
-    let lm = load(&fixtures().join("tiny-llama"), false);
+    let lm = load(&fixtures().join("tiny-llama"), Weights::Half);
     let pool = pool(2);
     let run = |seed: u64, t: f64, p: f64| {
         let o = GenOptions {
@@ -375,7 +400,7 @@ fn sampling_is_seeded_and_validated() {
 
 #[test]
 fn interrupt_is_called_and_may_unwind() {
-    let lm = load(&fixtures().join("tiny-llama"), false);
+    let lm = load(&fixtures().join("tiny-llama"), Weights::Half);
     let pool = pool(2);
     let long = long_text();
     let mut calls = 0;
@@ -437,7 +462,7 @@ fn probe_reads_metadata() {
         (g2.architecture.as_str(), g2.context_length, g2.vocab),
         ("gpt2", 48, 380)
     );
-    let lm = load(&f.join("tiny-gpt2"), false);
+    let lm = load(&f.join("tiny-gpt2"), Weights::Half);
     assert_eq!(lm.info(), &g2);
     assert_eq!(
         lm.info().parameters,
@@ -445,8 +470,8 @@ fn probe_reads_metadata() {
             .unwrap()
             .parameters
     );
-    let q = load(&f.join("tiny-llama.q4_0.gguf"), true);
-    let d = load(&f.join("tiny-llama.q4_0.gguf"), false);
+    let q = load(&f.join("tiny-llama.q4_0.gguf"), Weights::Quantized);
+    let d = load(&f.join("tiny-llama.q4_0.gguf"), Weights::Half);
     assert!(
         q.memory_bytes() * 3 < d.memory_bytes(),
         "{} vs {}",
@@ -463,7 +488,7 @@ fn tokenizer_roundtrip_and_token_strings() {
         "tiny-gpt2",
         "tiny-gpt2.f32.gguf",
     ] {
-        let lm = load(&fixtures().join(p), false);
+        let lm = load(&fixtures().join(p), Weights::Half);
         let text = "Caf\u{e9} 1234 blender!";
         let ids = lm.tokenize(text).unwrap();
         assert_eq!(lm.decode(&ids).unwrap(), text, "{p}");
@@ -479,7 +504,7 @@ fn tokenizer_roundtrip_and_token_strings() {
             Err(LmError::InvalidParameter(_))
         ));
     }
-    let lm = load(&fixtures().join("tiny-llama"), false);
+    let lm = load(&fixtures().join("tiny-llama"), Weights::Half);
     // digits are split one by one (SmolLM pre-tokenizer)
     let ids = lm.tokenize("1234").unwrap();
     assert_eq!(ids.len(), 4);
@@ -513,13 +538,8 @@ fn bad_files_are_errors_not_panics() {
     for cut in [8, 30, 1000, 20000, full.len() / 2, full.len() - 100] {
         let p = dir.join(format!("cut{cut}.gguf"));
         std::fs::write(&p, &full[..cut]).unwrap();
-        for keep in [false, true] {
-            match CausalLm::load(
-                &p,
-                LoadOptions {
-                    keep_quantized: keep,
-                },
-            ) {
+        for weights in [Weights::Half, Weights::Float, Weights::Quantized] {
+            match CausalLm::load(&p, LoadOptions { weights }) {
                 Err(LmError::ModelFormat(m)) => assert!(!m.is_empty()),
                 Err(e) => panic!("cut {cut}: unexpected error kind {e:?}"),
                 Ok(_) => panic!("cut {cut}: truncated file loaded"),
@@ -594,4 +614,37 @@ fn bad_files_are_errors_not_panics() {
         Err(LmError::ModelFormat(_))
     ));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn half_precision_weights_stay_close_to_float() {
+    // Quantized tiny models held in half precision: every text's log-likelihood within
+    // 1e-3 (relative) of the exact dequantized weights, and half the memory.
+    let r = reference();
+    let pool = pool(2);
+    for (file, key) in [
+        ("tiny-llama.q8_0.gguf", "tiny-llama.q8_0.gguf"),
+        ("tiny-llama.q4_0.gguf", "tiny-llama.q4_0.gguf"),
+        ("tiny-llama.q4_1.gguf", "tiny-llama.q4_1.gguf"),
+    ] {
+        let (half, float) = (
+            load(&fixtures().join(file), Weights::Half),
+            load(&fixtures().join(file), Weights::Float),
+        );
+        assert!(
+            half.memory_bytes() < float.memory_bytes() * 6 / 10,
+            "{file}"
+        );
+        for t in r["models"][key]["texts"].as_array().unwrap() {
+            let text = t["text"].as_str().unwrap();
+            let (a, b) = (
+                half.loglik(text, &pool, &mut noop()).unwrap(),
+                float.loglik(text, &pool, &mut noop()).unwrap(),
+            );
+            assert!(
+                (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+                "{file} {text:?}: half {a} vs float {b}"
+            );
+        }
+    }
 }
