@@ -199,6 +199,17 @@ pub struct CausalLm {
     info: ModelInfo,
     window: usize,
     batch_tokens: usize,
+    /// The state after the BOS prefix alone, computed on first use: every text scored with
+    /// the `loglikelihood_rolling` convention starts with it, so its key/value cache and
+    /// next-token distribution are shared instead of recomputed per text.
+    bos: std::sync::OnceLock<BosState>,
+}
+
+/// Key/value cache after `[BOS]` and the log-probabilities of the token that follows.
+struct BosState {
+    cache: KvCache,
+    logprobs: Vec<f64>,
+    greedy: u32,
 }
 
 /// One forward-pass job: score positions `score_from..input.len()` of `input`, position
@@ -231,6 +242,7 @@ impl CausalLm {
             info: loaded.info,
             window,
             batch_tokens: DEFAULT_BATCH_TOKENS,
+            bos: std::sync::OnceLock::new(),
         })
     }
 
@@ -361,20 +373,34 @@ impl CausalLm {
         for t in texts {
             token_lists.push(self.tokenize(t)?);
         }
+        let bos = if token_lists.iter().any(|t| !t.is_empty()) {
+            Some(self.bos_state(pool, interrupt)?)
+        } else {
+            None
+        };
         let mut jobs = Vec::new();
         let mut owners = Vec::new(); // (text index, index of the first scored token)
+        let mut out: Vec<Vec<TokenScore>> = token_lists
+            .iter()
+            .map(|t| Vec::with_capacity(t.len()))
+            .collect();
         for (ti, toks) in token_lists.iter().enumerate() {
             self.check_ids(toks)?;
-            for (job, first) in self.rolling_jobs(toks) {
+            if let (Some(b), Some(&t0)) = (bos, toks.first()) {
+                // The first token is scored from the shared BOS state.
+                out[ti].push(TokenScore {
+                    pos: 0,
+                    token_id: t0,
+                    logprob: b.logprobs[t0 as usize],
+                    greedy_id: b.greedy,
+                });
+            }
+            for (job, first) in self.rolling_jobs(toks, bos) {
                 jobs.push(job);
                 owners.push((ti, first));
             }
         }
         let results = self.run_jobs(&jobs, pool, interrupt)?;
-        let mut out: Vec<Vec<TokenScore>> = token_lists
-            .iter()
-            .map(|t| Vec::with_capacity(t.len()))
-            .collect();
         for ((ti, first), res) in owners.into_iter().zip(results) {
             for (k, (lp, greedy)) in res.into_iter().enumerate() {
                 let pos = first + k;
@@ -419,25 +445,42 @@ impl CausalLm {
 
     /// Harness `get_rolling_token_windows(context_len=1)` + `make_disjoint_window`: jobs
     /// and the index of the first token each one scores.
-    fn rolling_jobs(&self, toks: &[u32]) -> Vec<(Job<'static>, usize)> {
+    ///
+    /// The first window is `[BOS] + tokens`; its BOS position comes from `bos` (the first
+    /// token's score is taken from it by the caller), so the job starts after it.
+    fn rolling_jobs<'a>(&self, toks: &[u32], bos: Option<&'a BosState>) -> Vec<(Job<'a>, usize)> {
         let l = self.window;
         let mut jobs = Vec::new();
         if toks.is_empty() {
             return jobs;
         }
         let first = l.min(toks.len());
-        let mut input = Vec::with_capacity(first);
-        input.push(self.tok.prefix_id);
-        input.extend_from_slice(&toks[..first - 1]);
-        jobs.push((
-            Job {
-                input,
-                targets: toks[..first].to_vec(),
-                score_from: 0,
-                past: None,
-            },
-            0,
-        ));
+        match bos {
+            Some(b) if first > 1 => jobs.push((
+                Job {
+                    input: toks[..first - 1].to_vec(),
+                    targets: toks[1..first].to_vec(),
+                    score_from: 0,
+                    past: Some(&b.cache),
+                },
+                1,
+            )),
+            Some(_) => {}
+            None => {
+                let mut input = Vec::with_capacity(first);
+                input.push(self.tok.prefix_id);
+                input.extend_from_slice(&toks[..first - 1]);
+                jobs.push((
+                    Job {
+                        input,
+                        targets: toks[..first].to_vec(),
+                        score_from: 0,
+                        past: None,
+                    },
+                    0,
+                ));
+            }
+        }
         let mut predicted = first;
         while predicted < toks.len() {
             let wpl = (toks.len() - predicted).min(l);
@@ -626,6 +669,26 @@ impl CausalLm {
 
     /// Runs `tokens` (after an optional cache) through the model in chunks, returning the
     /// cache of all of them and the final hidden state of the last token.
+    /// The shared state after `[BOS]` (computed once per loaded model).
+    fn bos_state(&self, pool: &ThreadPool, interrupt: &mut dyn FnMut()) -> Result<&BosState> {
+        if let Some(b) = self.bos.get() {
+            return Ok(b);
+        }
+        let (cache, last) = self.prefill(&[self.tok.prefix_id], pool, interrupt)?;
+        let threads = pool.current_num_threads();
+        let logits = pool.install(|| self.net.logits_row(&last, threads));
+        let (m, greedy) = kernels::max_argmax(&logits)
+            .ok_or_else(|| LmError::Compute("non-finite logits".into()))?;
+        let lse = kernels::logsumexp_with_max(&logits, m);
+        let logprobs = logits.iter().map(|&x| x as f64 - lse).collect();
+        let _ = self.bos.set(BosState {
+            cache,
+            logprobs,
+            greedy: greedy as u32,
+        });
+        Ok(self.bos.get().expect("just set"))
+    }
+
     fn prefill(
         &self,
         tokens: &[u32],

@@ -40,12 +40,12 @@ impl SendPtr {
 /// `w` is `[n, k]`, both row-major and dense). With a pool, output columns are
 /// split across its threads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn xwt_add(
+pub(crate) fn xwt_add<W: xsell_blas::Weight>(
     pool: Option<&ThreadPool>,
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[f32],
+    w: &[W],
     n: usize,
     out: &mut [f32],
     ldo: usize,

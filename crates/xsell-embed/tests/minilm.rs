@@ -87,8 +87,10 @@ fn edge_cases_match_sentence_transformers() {
     check_items(&fx.items, &batched, "extra batched");
     for (it, want) in fx.items.iter().zip(&batched) {
         let one = m.embed_one(&it.text).unwrap();
+        // A text embedded on its own uses half-precision weight copies (products with
+        // few rows are bound by memory traffic); batches use the f32 weights.
         assert!(
-            max_abs_diff(&one, want) < 1e-5,
+            max_abs_diff(&one, want) < 2e-4 && cosine(&one, want) > 0.99999,
             "per-row differs from batched for {:?}",
             it.text
         );
@@ -151,8 +153,10 @@ fn batch_size_threads_and_pool_do_not_change_results() {
         let got = m.embed_with(&texts, &opts, p, &mut || {}).unwrap();
         for ((a, b), t) in got.iter().zip(&base).zip(&texts) {
             let d = max_abs_diff(a, b);
+            // Up to the rounding of the half-precision weights that mini-batches of at
+            // most 48 tokens use.
             assert!(
-                d < 2e-5,
+                d < 2e-4,
                 "{opts:?} pool={}: diff {d} for {t:?}",
                 p.is_some()
             );
@@ -219,7 +223,7 @@ fn interrupt_is_called_per_mini_batch_and_may_unwind() {
         .embed_with(&texts, &EmbedOptions::default(), Some(&pool), &mut || {})
         .unwrap();
     assert!(
-        max_abs_diff(&again[3], &out[3]) < 2e-5,
+        max_abs_diff(&again[3], &out[3]) < 2e-4,
         "the model still works after an unwind"
     );
 }
