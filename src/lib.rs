@@ -16,6 +16,11 @@
 use pgrx::prelude::*;
 
 pub mod common;
+
+/// Large blocks of the extension's Rust heap get transparent huge pages (see `common::alloc`).
+#[global_allocator]
+static ALLOC: common::alloc::HugePageAlloc = common::alloc::HugePageAlloc;
+
 pub mod embed;
 pub mod fpgrowth;
 pub mod guc;

@@ -137,6 +137,7 @@ pub unsafe fn take_state<T: Default>(state: &mut Internal) -> Option<T> {
     unsafe { state.get_mut::<T>().map(std::mem::take) }
 }
 
+pub mod alloc;
 mod array;
 mod json;
 pub mod partial;
