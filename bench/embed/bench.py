@@ -34,6 +34,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 import torch  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from procstat import fmt_rss, proc_status  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -98,26 +102,6 @@ def queries(n=200, seed=7):
     return [QUERY_TEMPLATES[rng.integers(len(QUERY_TEMPLATES))].format(
         n=NOUN[rng.integers(len(NOUN))], c=COLOR[rng.integers(len(COLOR))], m=MATERIAL[rng.integers(len(MATERIAL))])
         for _ in range(n)]
-
-
-def proc_status(pid):
-    """VmRSS / RssAnon / RssFile / RssShmem / VmHWM of a backend in MiB, or None when /proc is not readable."""
-    try:
-        d = {}
-        for line in open(f"/proc/{pid}/status"):
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
-                d[k] = int(v.split()[0]) / 1024
-        return d
-    except OSError:
-        return None
-
-
-def fmt_rss(d):
-    if d is None:
-        return "n/a (/proc not readable: run on the server's machine)"
-    return (f"VmRSS {d['VmRSS']:.0f} MiB (RssAnon {d['RssAnon']:.0f}, RssFile {d['RssFile']:.0f}, "
-            f"RssShmem {d.get('RssShmem', 0):.0f}), VmHWM {d['VmHWM']:.0f} MiB")
 
 
 def vecs(rows):

@@ -32,6 +32,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 import torch  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from procstat import fmt_rss, proc_status  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -79,25 +83,6 @@ def review_texts(n, seed=1234):
             t += " " + DETAIL[rng.integers(len(DETAIL))]
         out.append(t)
     return out
-
-
-def proc_status(pid):
-    try:
-        d = {}
-        for line in open(f"/proc/{pid}/status"):
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
-                d[k] = int(v.split()[0]) / 1024
-        return d
-    except OSError:
-        return None
-
-
-def fmt_rss(d):
-    if d is None:
-        return "n/a (/proc not readable: run on the server's machine)"
-    return (f"VmRSS {d['VmRSS']:.0f} MiB (RssAnon {d['RssAnon']:.0f}, RssFile {d['RssFile']:.0f}, "
-            f"RssShmem {d.get('RssShmem', 0):.0f}), VmHWM {d['VmHWM']:.0f} MiB")
 
 
 # ---------------------------------------------------------------- peer
