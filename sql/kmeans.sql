@@ -5,6 +5,8 @@ CREATE FUNCTION xsell.kmeans_fit_trans(state internal, features float8[], k int)
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_kmeans_fit_trans';
 CREATE FUNCTION xsell.kmeans_fit_trans(state internal, features float8[], k int, options jsonb) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_kmeans_fit_trans';
+CREATE FUNCTION xsell.kmeans_fit_serial(state internal) RETURNS bytea
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'xsell_kmeans_fit_serial';
 CREATE AGGREGATE xsell.kmeans_fit(features float8[], k int) (
     sfunc = xsell.kmeans_fit_trans, stype = internal,
     finalfunc = xsell.kmeans_fit_final, combinefunc = xsell.kmeans_fit_combine,

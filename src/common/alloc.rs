@@ -27,8 +27,10 @@ unsafe extern "C" {
 /// The system allocator plus huge-page advice for large blocks.
 pub struct HugePageAlloc;
 
+/// Advises huge pages for the whole 2 MiB pages of a fresh block of `size` bytes at `ptr`
+/// (nothing for blocks under [`HUGE_MIN`]). Also used for large `palloc`ed blocks.
 #[inline]
-fn advise(ptr: *mut u8, size: usize) {
+pub fn advise(ptr: *mut u8, size: usize) {
     if size < HUGE_MIN || ptr.is_null() || !cfg!(target_os = "linux") {
         return;
     }

@@ -143,14 +143,14 @@ fn explicit_centroids(rows: &[serde_json::Value], k: usize, d: Option<usize>) ->
 // kmeans_fit: gather the rows, then train in memory.
 
 /// `xsell.max_fit_memory_mb` in bytes.
-/// Appends the values as little-endian bytes (a plain copy on little-endian machines: the
-/// gathered rows of a parallel worker are tens of megabytes).
-fn f64s_to_le_bytes(v: &[f64], out: &mut Vec<u8>) {
+/// Writes the values as little-endian bytes into `out` (`8 * v.len()` long; a plain copy on
+/// little-endian machines: the gathered rows of a parallel worker are tens of megabytes).
+fn f64s_to_le_bytes(v: &[f64], out: &mut [u8]) {
     if cfg!(target_endian = "little") {
         // SAFETY: f64 has no padding and any byte is a valid u8; the slice covers v exactly.
-        out.extend_from_slice(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) });
+        out.copy_from_slice(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) });
     } else {
-        v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        out.chunks_exact_mut(8).zip(v).for_each(|(c, x)| c.copy_from_slice(&x.to_le_bytes()));
     }
 }
 
@@ -224,6 +224,25 @@ impl FitState {
 
 use crate::common::raise_detail;
 
+impl FitState {
+    /// Length of the byte form (see [`FitState::write_bytes`]).
+    fn byte_len(&self) -> usize {
+        24 + self.options.as_ref().map_or(0, String::len) + self.data.len() * 8
+    }
+
+    /// The byte form of the partial state, into `out` (`byte_len()` long): k (i64, MIN when
+    /// unset), d (u64), options length (u64, MAX when none), the options JSON, then the rows
+    /// as little-endian f64.
+    fn write_bytes(&self, out: &mut [u8]) {
+        let opts = self.options.as_deref().unwrap_or_default().as_bytes();
+        out[0..8].copy_from_slice(&self.k.map_or(i64::MIN, |k| k as i64).to_le_bytes());
+        out[8..16].copy_from_slice(&(self.d as u64).to_le_bytes());
+        out[16..24].copy_from_slice(&(if self.options.is_some() { opts.len() as u64 } else { u64::MAX }).to_le_bytes());
+        out[24..24 + opts.len()].copy_from_slice(opts);
+        f64s_to_le_bytes(&self.data, &mut out[24 + opts.len()..]);
+    }
+}
+
 impl Partial for FitState {
     fn merge_from(&mut self, other: Self) {
         if other.k.is_none() {
@@ -251,13 +270,8 @@ impl Partial for FitState {
     }
 
     fn to_bytes(&mut self) -> Vec<u8> {
-        let opts = self.options.clone().unwrap_or_default();
-        let mut out = Vec::with_capacity(32 + opts.len() + self.data.len() * 8);
-        out.extend_from_slice(&(self.k.map(|k| k as i64).unwrap_or(i64::MIN)).to_le_bytes());
-        out.extend_from_slice(&(self.d as u64).to_le_bytes());
-        out.extend_from_slice(&(if self.options.is_some() { opts.len() as u64 } else { u64::MAX }).to_le_bytes());
-        out.extend_from_slice(opts.as_bytes());
-        f64s_to_le_bytes(&self.data, &mut out);
+        let mut out = vec![0u8; self.byte_len()];
+        self.write_bytes(&mut out);
         out
     }
 
@@ -311,11 +325,32 @@ fn kmeans_fit_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo
     partial::combine::<FitState>(a, b, fcinfo)
 }
 
-/// Serialization function of `xsell.kmeans_fit`.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn kmeans_fit_serial(state: Internal) -> Vec<u8> {
-    partial::serial::<FitState>(state)
+/// Serialization function of `xsell.kmeans_fit` (C ABI, declared in sql/kmeans.sql): a
+/// parallel worker's gathered rows (tens of megabytes) are written once, straight into the
+/// `bytea` that travels to the leader, in the byte form `FitState::from_bytes` reads.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn xsell_kmeans_fit_serial(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: declared (internal) -> bytea, strict; the state is a FitState.
+    unsafe {
+        let st = &*(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<FitState>());
+        let len = st.byte_len();
+        let total = len + pg_sys::VARHDRSZ;
+        if total >= (1 << 30) {
+            raise_detail(
+                Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("a parallel worker gathered {} MB of kmeans_fit rows, more than one bytea holds", len >> 20),
+                "Use xsell.kmeans_train(query, k, options), which streams, or SET max_parallel_workers_per_gather = 0.",
+            );
+        }
+        let v = pg_sys::palloc(total) as *mut u8;
+        crate::common::alloc::advise(v, total);
+        pgrx::set_varsize_4b(v as *mut pg_sys::varlena, total as i32);
+        st.write_bytes(std::slice::from_raw_parts_mut(v.add(pg_sys::VARHDRSZ), len));
+        pg_sys::Datum::from(v)
+    }
 }
+crate::finfo_v1!(pg_finfo_xsell_kmeans_fit_serial);
 
 /// Deserialization function of `xsell.kmeans_fit`.
 #[pg_extern(immutable, parallel_safe, strict)]
@@ -505,7 +540,6 @@ extension_sql_file!(
     requires = [
         kmeans_model,
         kmeans_fit_combine,
-        kmeans_fit_serial,
         kmeans_fit_deserial,
         kmeans_fit_final,
         silhouette_trans2,
