@@ -21,29 +21,20 @@ import re
 import subprocess
 import tempfile
 import threading
+import sys
 import time
 
-# OpenBLAS overrides slow a current numpy/torch on this machine (see bench/run); drop them here
-# too so that the script gives the same numbers when run directly.
-for _v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_v, None)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # model-loading progress bars
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hfpeer  # noqa: E402  (environment for the peers: before numpy / torch)
 
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 import torch  # noqa: E402
-import sys  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from procstat import fmt_rss, proc_status  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
 
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
+hfpeer.quiet()
 
 p = argparse.ArgumentParser()
 p.add_argument("--dsn", default=os.environ.get("XSELL_BENCH_DSN", "host=localhost port=5433 user=postgres dbname=xsell_bench"))

@@ -5,7 +5,8 @@ the same 'bos' log-likelihood, in one run; then xsell.lm_rank (one context, 20 c
 xsell.lm_generate (64 tokens, greedy) versus the same model in transformers.
 
 Prints scored tokens/s on both sides and the ratio ours/peer, the max relative deviation of
-the logliks, both sides against the reference fixture (tests/fixtures/reference), the
+the logliks, tokens/s and deviation of both sides on the 10 texts of the reference fixture
+(tests/fixtures/reference), the
 lm_rank and lm_generate times and ratios, and the backend's RSS after loading the LM (read
 from /proc: run this on the database server's machine).
 
@@ -20,27 +21,19 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
 
-# OpenBLAS overrides slow a current numpy/torch on this machine (see bench/run).
-for _v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_v, None)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # model-loading progress bars
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hfpeer  # noqa: E402  (environment for the peers: before numpy / torch)
 
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 import torch  # noqa: E402
-import sys  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from procstat import fmt_rss, proc_status  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
 
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
+hfpeer.quiet()
 HERE = os.path.dirname(os.path.abspath(__file__))
 p = argparse.ArgumentParser()
 p.add_argument("--dsn", default=os.environ.get("XSELL_BENCH_DSN", "host=localhost port=5433 user=postgres dbname=xsell_bench"))
@@ -212,10 +205,34 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
         items = ref["items"]
         tok_ok = sum(ids_of(it["text"]) == it["input_ids"] for it in items)
         r_ref = np.array([it["bos"]["loglik"] for it in items])
-        r_ours = np.array([con.execute("SELECT xsell.lm_loglik(%s)", (it["text"],)).fetchone()[0] for it in items])
-        r_peer = np.array(peer_logliks([it["input_ids"] for it in items], 1))
-        print(f"reference fixture ({len(items)} texts, 'bos'): max abs deviation ours {np.abs(r_ours - r_ref).max():.2e}, "
-              f"transformers here {np.abs(r_peer - r_ref).max():.2e}; tokenizer ids match {tok_ok}/{len(items)}", flush=True)
+        ref_ids = [it["input_ids"] for it in items]
+        ref_tokens = sum(len(x) for x in ref_ids)
+        con.execute("DROP TABLE IF EXISTS bench_lm_reference")
+        con.execute("CREATE TABLE bench_lm_reference (id int PRIMARY KEY, body text NOT NULL)")
+        with con.cursor().copy("COPY bench_lm_reference FROM STDIN") as cp:
+            for i, it in enumerate(items, 1):
+                cp.write_row((i, it["text"]))
+        # Tokens/s on the reference texts (longer than the reviews), best of --repeat on both sides.
+        t_ref_ours, t_ref_p1, t_ref_pb = [], [], []
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            r_ours = np.array([r[0] for r in con.execute(
+                "SELECT xsell.lm_loglik(body) FROM bench_lm_reference ORDER BY id").fetchall()])
+            t_ref_ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r_peer = np.array(peer_logliks(ref_ids, 1))
+            t_ref_p1.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            peer_logliks(ref_ids, a.peer_batch)
+            t_ref_pb.append(time.perf_counter() - t)
+        tr_o, tr_1, tr_b = (ref_tokens / min(x) for x in (t_ref_ours, t_ref_p1, t_ref_pb))
+        rel_ref = np.abs(r_ours - r_ref) / np.abs(r_ref)
+        print(f"reference fixture ({len(items)} texts, {ref_tokens} scored tokens, 'bos'): per row ours {tr_o:.0f} tok/s, "
+              f"transformers f32 batched {tr_b:.0f} tok/s, one at a time {tr_1:.0f} tok/s (best of {a.repeat})", flush=True)
+        print(f"   ratio ours/peer (tok/s) vs batched {tr_o / tr_b:.2f}, vs unbatched {tr_o / tr_1:.2f}; "
+              f"max relative deviation from the reference ours {rel_ref.max():.2e} (target 5e-3, max abs "
+              f"{np.abs(r_ours - r_ref).max():.2e}), transformers here {np.abs(r_peer - r_ref).max():.2e} abs; "
+              f"tokenizer ids match {tok_ok}/{len(items)}", flush=True)
     except OSError as e:
         print(f"reference fixture not read: {e}")
 

@@ -20,6 +20,30 @@ use std::ffi::CStr;
 use std::fmt;
 use std::os::raw::{c_char, c_int};
 
+/// A raw output pointer that may cross into rayon tasks.
+///
+/// The parallel matrix kernels (here and in the model crates) split one output
+/// buffer into disjoint column or row ranges and let each task write its own
+/// range; a `&mut [f32]` cannot be shared that way, a pointer can. Whoever
+/// builds one promises that concurrent tasks never write the same element and
+/// that the buffer outlives them.
+#[derive(Clone, Copy, Debug)]
+pub struct SendPtr<T>(pub *mut T);
+
+// SAFETY: see the type's contract: tasks write disjoint ranges of a buffer that
+// outlives them.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so that a closure captures the whole `Send`
+    /// wrapper rather than its non-`Send` field).
+    #[inline]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 const CBLAS_ROW_MAJOR: c_int = 101;
 const CBLAS_NO_TRANS: c_int = 111;
 const CBLAS_TRANS: c_int = 112;

@@ -8,6 +8,7 @@
 //! with few activation rows use xsell-blas's unpacked small-row kernels instead.
 
 use gemm::Parallelism;
+use xsell_blas::SendPtr;
 
 /// True when the running CPU has AVX2 and FMA (std caches the detection).
 #[inline]
@@ -383,19 +384,6 @@ pub(crate) unsafe fn matmul_unchecked(
 
 /// Below this many activation rows, [`matmul_small`] beats packing-based `gemm`.
 pub(crate) const SMALL_M: usize = 24;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to give rayon tasks disjoint column ranges of one output buffer.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// dst[i, j] (+)= Σ_p x[i, p] · w[j, p] for `i < m`, `j < rows`, where `x` is `m x k` and
 /// `w` is `rows x k`, both row-major and contiguous, and dst element (i, j) is

@@ -17,7 +17,7 @@ use candle_core::quantized::k_quants::{
 };
 use rayon::prelude::*;
 use std::sync::Arc;
-use xsell_blas::F16;
+use xsell_blas::{F16, SendPtr};
 
 /// Typed GGML blocks of a quantized matrix.
 enum QBlocks {
@@ -521,19 +521,6 @@ impl Weight {
                 );
             }
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks (see above).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

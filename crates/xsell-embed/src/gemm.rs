@@ -10,6 +10,7 @@
 use crate::EmbedError;
 use rayon::ThreadPool;
 use rayon::prelude::*;
+use xsell_blas::SendPtr;
 
 /// Products with at most this many rows use the small-row kernel.
 pub(crate) const SMALL_M_MAX: usize = 48;
@@ -20,19 +21,6 @@ const COLS_PER_TASK: usize = 64;
 fn shape_err(what: &str) -> EmbedError {
     EmbedError::InvalidParameter {
         message: format!("small gemm: {what}"),
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used to give rayon tasks disjoint column ranges of one output buffer.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
