@@ -6,9 +6,8 @@ xsell.lm_generate (64 tokens, greedy) versus the same model in transformers.
 
 Prints scored tokens/s on both sides and the ratio ours/peer, the max relative deviation of
 the logliks, tokens/s and deviation of both sides on the 10 texts of the reference fixture
-(tests/fixtures/reference), the
-lm_rank and lm_generate times and ratios, and the backend's RSS after loading the LM (read
-from /proc: run this on the database server's machine).
+(tests/fixtures/reference), the lm_rank and lm_generate times and ratios, and the backend's
+RSS after loading the LM (read from /proc: run this on the database server's machine).
 
 The peer is timed one text at a time and in right-padded batches (--peer-batch, with an
 attention mask); the faster of the two is the peer's time and the line says which.
