@@ -154,20 +154,20 @@ fn f64s_to_le_bytes(v: &[f64], out: &mut [u8]) {
     }
 }
 
-/// Inverse of [`f64s_to_le_bytes`] (`b.len()` is a multiple of 8).
-fn f64s_from_le_bytes(b: &[u8]) -> Vec<f64> {
+/// Appends the little-endian f64 values in `b` (a multiple of 8 bytes, any alignment) to `v`,
+/// growing it to exactly the new length (large buffers grow by remapping, not copying).
+fn extend_from_le_bytes(v: &mut Vec<f64>, b: &[u8]) {
     let n = b.len() / 8;
+    v.reserve_exact(n);
     if cfg!(target_endian = "little") {
-        let mut v = Vec::<f64>::with_capacity(n);
-        // SAFETY: the capacity holds n f64 = n * 8 bytes, all written by the copy before
-        // set_len, and every bit pattern is a valid f64.
+        // SAFETY: the spare capacity holds n f64 = n * 8 bytes, all written by the copy
+        // before set_len, and every bit pattern is a valid f64.
         unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr() as *mut u8, n * 8);
-            v.set_len(n);
+            std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr().add(v.len()) as *mut u8, n * 8);
+            v.set_len(v.len() + n);
         }
-        v
     } else {
-        b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        v.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())));
     }
 }
 
@@ -183,6 +183,11 @@ struct FitState {
     d: usize,
     k: Option<i32>,
     options: Option<String>,
+    /// Rows not copied out of a partial state's serialized bytes (little-endian f64, any
+    /// alignment), set only by `kmeans_fit_deserial`: the bytes belong to the tuple that the
+    /// combine function consumes right after deserializing it, and the combine copies them
+    /// once into the merged state (saves one copy of tens of megabytes per participant).
+    borrowed: Option<(*const u8, usize)>,
 }
 
 impl FitState {
@@ -257,11 +262,16 @@ impl Partial for FitState {
         } else if other.d != 0 && other.d != self.d {
             raise(Code::ERRCODE_ARRAY_ELEMENT_ERROR, format!("expected {} features, got {}", self.d, other.d));
         }
-        if (self.data.len() + other.data.len()) * 8 > fit_memory_limit() {
+        // SAFETY: `other` was deserialized for this combine call (see the field).
+        let borrowed = unsafe { borrowed_slice(other.borrowed) };
+        if self.data.len() * 8 + other.data.len() * 8 + borrowed.len() > fit_memory_limit() {
             raise(Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "kmeans_fit exceeds xsell.max_fit_memory_mb; use xsell.kmeans_train");
         }
-        // Row order does not matter (training puts the rows in a canonical order): keep the
-        // larger buffer and copy the smaller one into it.
+        self.own();
+        // Row order does not matter (training puts the rows in a canonical order): rows still
+        // in the serialized bytes are copied once; of two buffers the larger one is kept and
+        // the smaller one copied into it.
+        extend_from_le_bytes(&mut self.data, borrowed);
         let mut other = other.data;
         if other.len() > self.data.len() {
             std::mem::swap(&mut self.data, &mut other);
@@ -270,12 +280,23 @@ impl Partial for FitState {
     }
 
     fn to_bytes(&mut self) -> Vec<u8> {
+        self.own();
         let mut out = vec![0u8; self.byte_len()];
         self.write_bytes(&mut out);
         out
     }
 
     fn from_bytes(b: &[u8]) -> Self {
+        let (mut st, rows) = FitState::parse_bytes(b);
+        extend_from_le_bytes(&mut st.data, rows);
+        st
+    }
+}
+
+impl FitState {
+    /// The header of a byte form (k, d, options) as a state without rows, and the bytes of
+    /// the rows (see [`FitState::write_bytes`]).
+    fn parse_bytes(b: &[u8]) -> (FitState, &[u8]) {
         let corrupt = || -> ! { raise(Code::ERRCODE_INVALID_BINARY_REPRESENTATION, "corrupt kmeans_fit partial state") };
         let k = read_u64(b, 0).unwrap_or_else(|| corrupt()) as i64;
         let d = read_u64(b, 8).unwrap_or_else(|| corrupt()) as usize;
@@ -289,8 +310,27 @@ impl Partial for FitState {
         if rest.len() % 8 != 0 {
             corrupt();
         }
-        let data = f64s_from_le_bytes(rest);
-        FitState { started: None, data, d, k: (k != i64::MIN).then_some(k as i32), options }
+        (FitState { d, k: (k != i64::MIN).then_some(k as i32), options, ..FitState::default() }, rest)
+    }
+
+    /// Copies rows still in serialized bytes into `data` (a state that lives on must own them).
+    fn own(&mut self) {
+        // SAFETY: see the field `borrowed`.
+        let b = unsafe { borrowed_slice(self.borrowed.take()) };
+        extend_from_le_bytes(&mut self.data, b);
+    }
+}
+
+/// The bytes of `FitState::borrowed` (empty when none).
+///
+/// # Safety
+/// The bytes must still be alive: true while the combine call that consumes the deserialized
+/// state runs (see the field).
+unsafe fn borrowed_slice<'a>(b: Option<(*const u8, usize)>) -> &'a [u8] {
+    match b {
+        // SAFETY: caller's contract.
+        Some((p, n)) => unsafe { std::slice::from_raw_parts(p, n) },
+        None => &[],
     }
 }
 
@@ -333,7 +373,8 @@ fn kmeans_fit_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo
 pub unsafe extern "C-unwind" fn xsell_kmeans_fit_serial(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: declared (internal) -> bytea, strict; the state is a FitState.
     unsafe {
-        let st = &*(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<FitState>());
+        let st = &mut *(pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<FitState>());
+        st.own();
         let len = st.byte_len();
         let total = len + pg_sys::VARHDRSZ;
         if total >= (1 << 30) {
@@ -352,10 +393,14 @@ pub unsafe extern "C-unwind" fn xsell_kmeans_fit_serial(fcinfo: pg_sys::Function
 }
 crate::finfo_v1!(pg_finfo_xsell_kmeans_fit_serial);
 
-/// Deserialization function of `xsell.kmeans_fit`.
+/// Deserialization function of `xsell.kmeans_fit`: the rows stay in the serialized bytes
+/// (PostgreSQL passes the result straight to the combine function, which copies them once
+/// into the merged state).
 #[pg_extern(immutable, parallel_safe, strict)]
 fn kmeans_fit_deserial(bytes: &[u8], _unused: Internal) -> Internal {
-    partial::deserial::<FitState>(bytes)
+    let (mut st, rows) = FitState::parse_bytes(bytes);
+    st.borrowed = Some((rows.as_ptr(), rows.len()));
+    Internal::new(st)
 }
 
 /// Final function of `xsell.kmeans_fit`: trains on the gathered rows with the compute pool.
@@ -363,6 +408,7 @@ fn kmeans_fit_deserial(bytes: &[u8], _unused: Internal) -> Internal {
 fn kmeans_fit_final(state: Internal) -> Option<KmeansModel> {
     let mut state = state;
     let st = unsafe { state.get_mut::<FitState>() }?;
+    st.own();
     let k = st.k?;
     if st.data.is_empty() {
         return None;
