@@ -12,6 +12,7 @@ kmeans_fit on a 1M sample.
 import argparse
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -55,11 +56,27 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
             if stmt.strip():
                 con.execute(stmt)
     con.execute("SELECT count(*) FROM bench_kmeans").fetchone()
-    ours = []
-    for _ in range(a.repeat):
-        t = time.perf_counter()
-        model = json.loads(con.execute("SELECT xsell.kmeans_fit(f, 8)::text FROM bench_kmeans").fetchone()[0])
-        ours.append(time.perf_counter() - t)
+    def plan_of(sql):
+        txt = "\n".join(r[0] for r in con.execute("EXPLAIN " + sql))
+        m = re.search(r"Workers Planned: (\d+)", txt)
+        return f"parallel, {m.group(1)} workers" if m and "Partial Aggregate" in txt else "serial"
+
+    def time_fit(repeat):
+        times, model = [], None
+        for _ in range(repeat):
+            t = time.perf_counter()
+            model = json.loads(con.execute(FIT).fetchone()[0])
+            times.append(time.perf_counter() - t)
+        return times, model
+
+    FIT = "SELECT xsell.kmeans_fit(f, 8)::text FROM bench_kmeans"
+    plan = plan_of(FIT)
+    ours, model = time_fit(a.repeat)
+    # The parallel plan, for comparison (function costs ignored, so the planner takes workers).
+    con.execute("SET cpu_operator_cost = 0")
+    par_plan = plan_of(FIT)
+    par, par_model = time_fit(a.repeat)
+    con.execute("RESET cpu_operator_cost")
     with con.cursor() as cur:
         cur.execute("SELECT f FROM bench_kmeans")
         X = np.array([r[0] for r in cur], dtype=np.float64)
@@ -69,10 +86,12 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
         km = KMeans(n_clusters=K, n_init=1, init="k-means++", algorithm="lloyd", random_state=0).fit(X)
         peer.append(time.perf_counter() - t)
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-    print(f"kmeans_fit 1M x 16, k=8 (default plan, best / median of {a.repeat}): ours {min(ours):.2f} / {med(ours):.2f} s "
+    print(f"kmeans_fit 1M x 16, k=8 (default plan: {plan}; best / median of {a.repeat}): ours {min(ours):.2f} / {med(ours):.2f} s "
           f"({model['iterations']} iterations, {model['algorithm']}), sklearn {min(peer):.2f} / {med(peer):.2f} s ({km.n_iter_} iterations)")
     print(f"   ratio ours/peer {min(ours) / min(peer):.2f} best, {med(ours) / med(peer):.2f} median (target <= 1.0); "
           f"inertia ours/sklearn {model['inertia'] / km.inertia_:.5f} (target <= 1.001)")
+    print(f"   the {par_plan} plan: {min(par):.2f} / {med(par):.2f} s, ratio {min(par) / min(peer):.2f} best; "
+          f"same model as the default plan: {par_model == model}")
     ref_inertia = model["inertia"]
 
     for n in [int(x) for x in a.train_sizes.split(",") if x]:

@@ -113,8 +113,12 @@ ANALYZE many;
 SET max_parallel_workers_per_gather = 0;
 SELECT xsell.kmeans_fit(z, 5)::text AS serial_model FROM many \gset
 SELECT xsell.kmeans_step(z, '{{0,0,0},{2,1,1},{-2,-1,2}}')::text AS serial_step FROM many \gset
-SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
-SET max_parallel_workers_per_gather = 2; SET force_parallel_mode = on;
+-- Left to its costs the planner keeps kmeans_fit in one process below ~10M rows (its partial
+-- states are the rows; see sql/kmeans.sql); with function costs ignored it plans workers.
+SET parallel_setup_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT xsell.kmeans_fit(z, 5) FROM many;
+SET cpu_operator_cost = 0; SET force_parallel_mode = on;
 EXPLAIN (COSTS OFF) SELECT xsell.kmeans_fit(z, 5) FROM many;
 SELECT xsell.kmeans_fit(z, 5)::text = :'serial_model' AS parallel_equals_serial FROM many;
 -- kmeans_step's typed bytea state is combined across workers (no serialize functions needed).
