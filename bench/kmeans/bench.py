@@ -56,6 +56,8 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
             if stmt.strip():
                 con.execute(stmt)
     con.execute("SELECT count(*) FROM bench_kmeans").fetchone()
+    FIT = "SELECT xsell.kmeans_fit(f, 8)::text FROM bench_kmeans"
+
     def plan_of(sql):
         txt = "\n".join(r[0] for r in con.execute("EXPLAIN " + sql))
         m = re.search(r"Workers Planned: (\d+)", txt)
@@ -69,7 +71,6 @@ with psycopg.connect(a.dsn, autocommit=True) as con:
             times.append(time.perf_counter() - t)
         return times, model
 
-    FIT = "SELECT xsell.kmeans_fit(f, 8)::text FROM bench_kmeans"
     plan = plan_of(FIT)
     ours, model = time_fit(a.repeat)
     # The parallel plan, for comparison (function costs ignored, so the planner takes workers).

@@ -7,7 +7,9 @@ mod step;
 mod train;
 
 use crate::common::partial::{self, Partial, read_u64};
-use crate::common::{Code, F64Array, LazyJsonb, Options, agg_state, arg_f64array, check_interrupts, pool, progress, raise, trans_internal};
+use crate::common::{
+    Code, F64Array, LazyJsonb, Options, agg_state, arg_f64array, check_interrupts, pool, progress, raise, raise_detail, trans_internal,
+};
 use pgrx::prelude::*;
 use pgrx::{InOutFuncs, Internal, StringInfo};
 use serde::{Deserialize, Serialize};
@@ -142,7 +144,6 @@ fn explicit_centroids(rows: &[serde_json::Value], k: usize, d: Option<usize>) ->
 // ---------------------------------------------------------------------------------------
 // kmeans_fit: gather the rows, then train in memory.
 
-/// `xsell.max_fit_memory_mb` in bytes.
 /// Writes the values as little-endian bytes into `out` (`8 * v.len()` long; a plain copy on
 /// little-endian machines: the gathered rows of a parallel worker are tens of megabytes).
 fn f64s_to_le_bytes(v: &[f64], out: &mut [u8]) {
@@ -171,6 +172,7 @@ fn extend_from_le_bytes(v: &mut Vec<f64>, b: &[u8]) {
     }
 }
 
+/// `xsell.max_fit_memory_mb` in bytes.
 fn fit_memory_limit() -> usize {
     (crate::guc::MAX_FIT_MEMORY_MB.get().max(1) as usize) << 20
 }
@@ -225,11 +227,7 @@ impl FitState {
             _ => raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "kmeans options must be a JSON object"),
         })
     }
-}
 
-use crate::common::raise_detail;
-
-impl FitState {
     /// Length of the byte form (see [`FitState::write_bytes`]).
     fn byte_len(&self) -> usize {
         24 + self.options.as_ref().map_or(0, String::len) + self.data.len() * 8
@@ -245,6 +243,32 @@ impl FitState {
         out[16..24].copy_from_slice(&(if self.options.is_some() { opts.len() as u64 } else { u64::MAX }).to_le_bytes());
         out[24..24 + opts.len()].copy_from_slice(opts);
         f64s_to_le_bytes(&self.data, &mut out[24 + opts.len()..]);
+    }
+
+    /// The header of a byte form (k, d, options) as a state without rows, and the bytes of
+    /// the rows (see [`FitState::write_bytes`]).
+    fn parse_bytes(b: &[u8]) -> (FitState, &[u8]) {
+        let corrupt = || -> ! { raise(Code::ERRCODE_INVALID_BINARY_REPRESENTATION, "corrupt kmeans_fit partial state") };
+        let k = read_u64(b, 0).unwrap_or_else(|| corrupt()) as i64;
+        let d = read_u64(b, 8).unwrap_or_else(|| corrupt()) as usize;
+        let olen = read_u64(b, 16).unwrap_or_else(|| corrupt());
+        let (options, rest) = if olen == u64::MAX {
+            (None, &b[24..])
+        } else {
+            let end = 24usize.checked_add(olen as usize).filter(|&e| e <= b.len()).unwrap_or_else(|| corrupt());
+            (Some(String::from_utf8(b[24..end].to_vec()).unwrap_or_else(|_| corrupt())), &b[end..])
+        };
+        if rest.len() % 8 != 0 {
+            corrupt();
+        }
+        (FitState { d, k: (k != i64::MIN).then_some(k as i32), options, ..FitState::default() }, rest)
+    }
+
+    /// Copies rows still in serialized bytes into `data` (a state that lives on must own them).
+    fn own(&mut self) {
+        // SAFETY: see the field `borrowed`.
+        let b = unsafe { borrowed_slice(self.borrowed.take()) };
+        extend_from_le_bytes(&mut self.data, b);
     }
 }
 
@@ -290,34 +314,6 @@ impl Partial for FitState {
         let (mut st, rows) = FitState::parse_bytes(b);
         extend_from_le_bytes(&mut st.data, rows);
         st
-    }
-}
-
-impl FitState {
-    /// The header of a byte form (k, d, options) as a state without rows, and the bytes of
-    /// the rows (see [`FitState::write_bytes`]).
-    fn parse_bytes(b: &[u8]) -> (FitState, &[u8]) {
-        let corrupt = || -> ! { raise(Code::ERRCODE_INVALID_BINARY_REPRESENTATION, "corrupt kmeans_fit partial state") };
-        let k = read_u64(b, 0).unwrap_or_else(|| corrupt()) as i64;
-        let d = read_u64(b, 8).unwrap_or_else(|| corrupt()) as usize;
-        let olen = read_u64(b, 16).unwrap_or_else(|| corrupt());
-        let (options, rest) = if olen == u64::MAX {
-            (None, &b[24..])
-        } else {
-            let end = 24usize.checked_add(olen as usize).filter(|&e| e <= b.len()).unwrap_or_else(|| corrupt());
-            (Some(String::from_utf8(b[24..end].to_vec()).unwrap_or_else(|_| corrupt())), &b[end..])
-        };
-        if rest.len() % 8 != 0 {
-            corrupt();
-        }
-        (FitState { d, k: (k != i64::MIN).then_some(k as i32), options, ..FitState::default() }, rest)
-    }
-
-    /// Copies rows still in serialized bytes into `data` (a state that lives on must own them).
-    fn own(&mut self) {
-        // SAFETY: see the field `borrowed`.
-        let b = unsafe { borrowed_slice(self.borrowed.take()) };
-        extend_from_le_bytes(&mut self.data, b);
     }
 }
 

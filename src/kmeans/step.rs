@@ -220,19 +220,8 @@ fn kmeans_step_final(state: &[u8]) -> JsonB {
     JsonB(step_result(state))
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_xsell_kmeans_step_sfunc() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
-
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_xsell_kmeans_step_combine() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::finfo_v1!(pg_finfo_xsell_kmeans_step_sfunc);
+crate::finfo_v1!(pg_finfo_xsell_kmeans_step_combine);
 
 // Keep IntoDatum in scope for the macro-generated code of this module.
 #[allow(unused_imports)]

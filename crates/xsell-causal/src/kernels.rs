@@ -419,7 +419,7 @@ pub(crate) fn matmul_small<W: xsell_blas::Weight>(
     let p = SendPtr(dst.as_mut_ptr());
     // SAFETY (both closures): bounds asserted above; tasks cover disjoint column ranges.
     let run = |j0: usize, j1: usize| unsafe {
-        matmul_small_unchecked(
+        xsell_blas::sgemm_nt_small_unchecked(
             m,
             j1 - j0,
             k,
@@ -444,24 +444,6 @@ pub(crate) fn matmul_small<W: xsell_blas::Weight>(
             .into_par_iter()
             .for_each(|t| run(t * per, ((t + 1) * per).min(rows)));
     }
-}
-
-/// Safety: `x` holds `m x k`, `w` holds `rows x k`, and dst(i, j) = `dst + i*ld + j` is
-/// valid for `i < m`, `j < rows`.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(crate) unsafe fn matmul_small_unchecked<W: xsell_blas::Weight>(
-    m: usize,
-    rows: usize,
-    k: usize,
-    x: *const f32,
-    w: *const W,
-    dst: *mut f32,
-    ld: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract (xsell-blas picks the AVX-512, AVX2 or scalar kernel).
-    unsafe { xsell_blas::sgemm_nt_small_unchecked(m, rows, k, x, w, dst, ld, acc) }
 }
 
 #[cfg(test)]

@@ -667,8 +667,6 @@ impl CausalLm {
         Ok(out)
     }
 
-    /// Runs `tokens` (after an optional cache) through the model in chunks, returning the
-    /// cache of all of them and the final hidden state of the last token.
     /// The shared state after `[BOS]` (computed once per loaded model).
     fn bos_state(&self, pool: &ThreadPool, interrupt: &mut dyn FnMut()) -> Result<&BosState> {
         if let Some(b) = self.bos.get() {
@@ -689,6 +687,8 @@ impl CausalLm {
         Ok(self.bos.get().expect("just set"))
     }
 
+    /// Runs `tokens` (after an optional cache) through the model in chunks, returning the
+    /// cache of all of them and the final hidden state of the last token.
     fn prefill(
         &self,
         tokens: &[u32],

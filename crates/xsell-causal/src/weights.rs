@@ -488,7 +488,7 @@ impl Weight {
                         // write disjoint columns, so no two tasks touch the same element.
                         unsafe {
                             if n < kernels::SMALL_M {
-                                kernels::matmul_small_unchecked(
+                                xsell_blas::sgemm_nt_small_unchecked(
                                     n,
                                     t1 - t0,
                                     cols,
